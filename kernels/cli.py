@@ -1,0 +1,121 @@
+"""``python -m kernels``: list the registered variants, and write or check variants.lock."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kernels.dtypes import short
+
+
+def _rows() -> list[dict]:
+    from kernels import registry
+
+    rows = []
+    for v in registry.all_variants():
+        rows.append(
+            {
+                "op": v.op,
+                "variant": v.name,
+                "version": v.version,
+                "dtypes": [short(d) for d in v.dtypes],
+                "min_cc": f"{v.min_cc[0]}.{v.min_cc[1]}",
+                "interpreter": v.interpreter,
+                "interpreter_reason": v.interpreter_reason,
+                "deterministic": v.deterministic,
+                "backward": v.backward is not None,
+                "modes": list(v.modes),
+                "limits": {k: list(b) for k, b in v.limits.items()},
+                "fingerprint": v.fingerprint,
+                "file": v.source_file,
+            }
+        )
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    headers = ["op", "variant", "version", "dtypes", "min CC", "interp", "determ", "bwd", "fingerprint"]
+    body = [
+        [
+            r["op"],
+            r["variant"],
+            r["version"],
+            ",".join(r["dtypes"]),
+            r["min_cc"],
+            "yes" if r["interpreter"] else "no",
+            "yes" if r["deterministic"] else "no",
+            "yes" if r["backward"] else "no",
+            r["fingerprint"],
+        ]
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *body, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in body]
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = _rows()
+    if args.op:
+        rows = [r for r in rows if r["op"] == args.op]
+        if not rows:
+            print(f"no variants for op {args.op!r}", file=sys.stderr)
+            return 2
+    print(json.dumps(rows, indent=2) if args.json else _table(rows))
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from kernels import registry, versioning
+
+    variants = registry.all_variants()
+    if args.check:
+        lock = versioning.read_lock()
+        problems = [p for v in variants if (p := versioning.check(v, lock))]
+        stale = sorted(set(lock) - {v.key for v in variants})
+        problems += [f"{key} is in {versioning.LOCK_NAME} but no longer registered: run `nox -s lock`" for key in stale]
+        for p in problems:
+            print(p, file=sys.stderr)
+        if not problems:
+            print(f"{versioning.LOCK_NAME} is current ({len(variants)} variants)")
+        return 1 if problems else 0
+    lock = versioning.read_lock() if versioning.default_lock_path().exists() else {}
+    refused = [
+        p
+        for v in variants
+        if (p := versioning.check(v, lock)) and ("Bump version=" in p or "lower than the locked" in p)
+    ]
+    if refused and not args.force:
+        print("refusing to write the lock:", *refused, sep="\n  ", file=sys.stderr)
+        print("bump the versions first (or pass --force to record the code as it is)", file=sys.stderr)
+        return 1
+    path = versioning.write_lock(variants)
+    print(f"wrote {path} ({len(variants)} variants)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import kernels
+
+    if not getattr(kernels, "__kernelwatch__", False):
+        print(f"`import kernels` found {kernels.__file__}, which is not kernelwatch", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog="python -m kernels", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_list = sub.add_parser("list", help="table of ops, variants, versions, dtypes, min CC, fingerprints")
+    p_list.add_argument("op", nargs="?", help="only this op")
+    p_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p_list.set_defaults(func=cmd_list)
+    p_lock = sub.add_parser("lock", help="rewrite variants.lock from the registered variants")
+    p_lock.add_argument("--check", action="store_true", help="only check that the lock is current")
+    p_lock.add_argument("--force", action="store_true", help="record changed kernels even without a version bump")
+    p_lock.set_defaults(func=cmd_lock)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except kernels.VariantImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

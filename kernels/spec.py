@@ -1,0 +1,105 @@
+"""An op spec: WHAT an operation computes, independent of any kernel that computes it.
+
+Every variant under ``variants/<op>/`` is checked against its op's spec: the float64 reference, the input
+factory, the shapes and the tolerance all live here, so a variant file holds only Triton code and its contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kernels import tolerance as _tol
+
+Shape = tuple[int, ...]
+Inputs = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    signature: str
+    """Human-readable call signature, shown by ``python -m kernels list`` and in docs."""
+    dims: tuple[str, ...]
+    """Names of the problem dimensions, e.g. ``("M", "N", "K")``; shapes and variant limits use them."""
+    reference: Callable[..., torch.Tensor]
+    """PyTorch reference. Called with the inputs upcast to float64; must not lose precision."""
+    make_inputs: Callable[[Shape, torch.dtype, torch.device, torch.Generator, str], Inputs]
+    """Seeded random inputs (never zeros) for a shape, dtype and mode."""
+    make_output: Callable[[Inputs], torch.Tensor]
+    """An uninitialized output tensor for these inputs (callers poison it with NaN in tests)."""
+    problem_shape: Callable[[Inputs], Shape]
+    """The problem shape (values for ``dims``) of a set of inputs."""
+    validate: Callable[[Inputs], None]
+    """Raise ``KernelInputError`` naming the problem for inputs the op cannot accept (shapes, layout)."""
+    operand_dtype: Callable[[Inputs], torch.dtype]
+    """The dtype a variant's ``dtypes`` contract is matched against."""
+    cpu_shapes: Sequence[Shape]
+    gpu_shapes: Sequence[Shape]
+    flops: Callable[[Shape], int]
+    bytes_moved: Callable[[Shape, torch.dtype], int]
+    """Fewest bytes a kernel must move through device memory: each input read once, each output written once."""
+    has_backward: bool
+    grad_inputs: tuple[str, ...] = ()
+    """Inputs that receive gradients when the op has a backward."""
+    modes: tuple[str, ...] = ("default",)
+    """Named input modes (e.g. a matmul with a bias and GELU epilogue). Variants declare which they support."""
+    mode_of: Callable[[Inputs], str] = lambda inputs: "default"
+    """Which mode a set of inputs is in."""
+    mode_allows: Callable[[str, torch.dtype], bool] = lambda mode, dtype: True
+    """Whether a mode makes sense for an operand dtype (an fp8 matmul needs scales; a bf16 one has none)."""
+    tolerance_overrides: dict[torch.dtype, _tol.Tolerance] = field(default_factory=dict)
+    empty_result: Callable[[Inputs, torch.Tensor], torch.Tensor] | None = None
+    """Fill ``out`` for inputs where some dimension is zero and no kernel should launch."""
+    default_variant: str = "naive"
+
+    def tolerance(self, dtype: torch.dtype) -> _tol.Tolerance:
+        return _tol.lookup(dtype, self.tolerance_overrides)
+
+    def __post_init__(self) -> None:
+        for dtype, tol in self.tolerance_overrides.items():
+            if not tol.reason:
+                raise ValueError(f"op {self.name}: tolerance override for {dtype} gives no reason")
+        for shape in (*self.cpu_shapes, *self.gpu_shapes):
+            if len(shape) != len(self.dims):
+                raise ValueError(f"op {self.name}: shape {shape} does not match dims {self.dims}")
+
+
+OPS: dict[str, OpSpec] = {}
+
+
+def define(spec: OpSpec) -> OpSpec:
+    if spec.name in OPS:
+        raise ValueError(f"op {spec.name!r} is defined twice")
+    OPS[spec.name] = spec
+    return spec
+
+
+def get(name: str) -> OpSpec:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}") from None
+
+
+def upcast(inputs: Inputs, device: torch.device | str | None = None, *, keep_grad: bool = False) -> Inputs:
+    """The inputs with every floating tensor in float64, for the reference. ``keep_grad`` keeps the autograd
+    connection to the originals (otherwise the copies are detached leaves)."""
+    out = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            value = value if keep_grad else value.detach()
+            value = value.to(device=device or value.device, dtype=torch.float64)
+        out[key] = value
+    return out
+
+
+def randn(shape: Shape, dtype: torch.dtype, device, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    """Standard normal values drawn on the CPU in float32 from ``generator`` (so CPU and GPU runs with one seed
+    see the same numbers), scaled, then cast. Never zeros: a draw of exactly 0.0 is replaced by 0.5."""
+    x = torch.randn(shape, generator=generator, dtype=torch.float32) * scale
+    x = torch.where(x == 0, torch.full_like(x, 0.5), x)
+    return x.to(device=device, dtype=dtype)

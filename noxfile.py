@@ -1,0 +1,91 @@
+"""Every entry point of kernelwatch is a nox session.
+
+nox -s tests-cpu     correctness under Triton's interpreter (any machine, no GPU)
+nox -s tests-gpu     correctness on a CUDA GPU (uses the box's own torch and triton)
+nox -s lint          ruff
+nox -s lock          rewrite variants.lock after bumping variant versions
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "tests-cpu"]
+nox.options.reuse_existing_virtualenvs = True
+
+# The interpreter suite runs on the newest Triton and a CPU build of torch. On machines whose pip finds the
+# CPU wheel by itself (a local wheelhouse, or a pip.conf index) nothing more is needed; elsewhere point
+# KERNELWATCH_TORCH_INDEX at https://download.pytorch.org/whl/cpu to avoid the multi-GB CUDA build.
+TORCH_CPU = "torch==2.13.0"
+TRITON_LATEST = "triton==3.9.0"
+TEST_DEPS = ["pytest>=8", "pytest-xdist>=3", "numpy"]
+RUFF = "ruff==0.17.6"
+
+
+def _install_torch_cpu(session: nox.Session) -> None:
+    index = os.environ.get("KERNELWATCH_TORCH_INDEX")
+    session.install(TORCH_CPU, *(["--index-url", index] if index else []))
+
+
+def _workers(session: nox.Session, default: str) -> list[str]:
+    """pytest-xdist worker count, overridable with KERNELWATCH_WORKERS (0 runs in-process)."""
+    n = os.environ.get("KERNELWATCH_WORKERS", default)
+    return [] if n == "0" else ["-n", n]
+
+
+@nox.session(name="tests-cpu")
+def tests_cpu(session: nox.Session) -> None:
+    """Every variant under Triton's interpreter on the CPU."""
+    _install_torch_cpu(session)
+    session.install(TRITON_LATEST, *TEST_DEPS)
+    session.install("--no-deps", "-e", ".")
+    session.run("pytest", *_workers(session, "auto"), *session.posargs, env={"TRITON_INTERPRET": "1"})
+
+
+@nox.session(name="tests-gpu", venv_params=["--system-site-packages"])
+def tests_gpu(session: nox.Session) -> None:
+    """Every variant on this machine's CUDA GPU, with the torch and triton already installed here.
+
+    Nothing is installed when torch, triton and pytest are importable (the usual GPU image), so it runs on a
+    box with no network. The checkout itself is imported from the working tree (pytest's pythonpath and
+    `python -m`), never from an install. Where the box's python is itself a venv, so that a venv with system
+    site-packages cannot see its torch, run `python -m nox --no-venv --no-install -s tests-gpu`.
+    Variants the GPU cannot run (e.g. fp8 below compute capability 8.9) are skipped with the reason.
+    """
+    missing = _missing(session, "torch", "triton", "pytest")
+    if missing:
+        if session.venv_backend == "none":
+            session.error(f"tests-gpu: {', '.join(missing)} not importable by {session.bin or 'python'}")
+        session.log(f"installing {', '.join(missing)} (not found on this machine)")
+        session.install(*missing, "pytest-xdist")
+    env = {"TRITON_INTERPRET": "0"}
+    gpu = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'tests-gpu: no CUDA device visible')"
+    session.run("python", "-c", gpu, env=env)
+    session.run("python", "-m", "kernels", "list", env=env)
+    workers = [] if _missing(session, "xdist") else _workers(session, "8")
+    session.run("python", "-m", "pytest", *workers, *session.posargs, env=env)
+
+
+def _missing(session: nox.Session, *modules: str) -> list[str]:
+    probe = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if not importlib.util.find_spec(m)))"
+    output = session.run("python", "-c", probe, *modules, silent=True, log=False) or ""
+    return output.split()
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(RUFF)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Rewrite variants.lock from the registered variants (after you bumped the versions you changed)."""
+    _install_torch_cpu(session)
+    session.install(TRITON_LATEST, "numpy")
+    session.install("--no-deps", "-e", ".")
+    session.run("python", "-m", "kernels", "lock", *session.posargs)

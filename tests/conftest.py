@@ -1,0 +1,74 @@
+"""Suite-wide set-up: make sure `kernels` is ours, print where kernels run, apply the known-failure manifest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _check_imports() -> None:
+    """PyPI has another distribution importable as `kernels`. If it shadows ours, stop loudly."""
+    import kernels
+
+    where = Path(getattr(kernels, "__file__", "") or "<namespace>")
+    if not getattr(kernels, "__kernelwatch__", False):
+        raise pytest.UsageError(
+            f"`import kernels` found {where}, which is NOT kernelwatch's kernels package (PyPI has another "
+            f"project importable as `kernels`). Uninstall it (`pip uninstall kernels`) or put {ROOT} first on "
+            "sys.path. Refusing to run: every result would be about the wrong code."
+        )
+    if os.environ.get("KERNELWATCH_ALLOW_FOREIGN_TREE") != "1" and ROOT not in where.resolve().parents:
+        raise pytest.UsageError(
+            f"`import kernels` found kernelwatch at {where}, not this checkout ({ROOT}); a stale install would be "
+            "tested instead of your tree. Reinstall with `pip install -e .` or set KERNELWATCH_ALLOW_FOREIGN_TREE=1."
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _check_imports()
+    from kernels import backend, cases
+
+    try:
+        backend.name()
+    except RuntimeError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    cases.session_seed()  # fixed here, before xdist workers start, so they all share it
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from kernels import backend, cases
+
+    return [
+        f"kernelwatch: {backend.describe()}",
+        f"kernelwatch: input seed {cases.session_seed()} (reproduce with {cases.SEED_ENV}={cases.session_seed()})",
+    ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import triton
+
+    from kernels import backend, known_failures
+
+    where = backend.name()
+    for item in items:
+        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        if case is None:
+            continue
+        reason = case.variant.unsupported_backend()
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+            continue
+        entry = known_failures.lookup(
+            op=case.op,
+            variant=case.variant.name,
+            dtype=case.dtype,
+            backend=where,
+            test=item.originalname,
+            triton=triton.__version__,
+        )
+        if entry:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=entry.describe()))

@@ -1,0 +1,1 @@
+"""Kernel variants, one file each: ``variants/<op>/<variant>.py``. Discovered by kernels.registry.discover()."""

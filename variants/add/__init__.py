@@ -1,0 +1,1 @@
+"""Variants of the add op (spec: kernels/ops/add.py)."""
