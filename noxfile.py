@@ -9,6 +9,7 @@ nox -s lock          rewrite variants.lock after bumping variant versions
 from __future__ import annotations
 
 import os
+import sys
 
 import nox
 
@@ -54,23 +55,29 @@ def tests_gpu(session: nox.Session) -> None:
     site-packages cannot see its torch, run `python -m nox --no-venv --no-install -s tests-gpu`.
     Variants the GPU cannot run (e.g. fp8 below compute capability 8.9) are skipped with the reason.
     """
+    python = _python(session)
     missing = _missing(session, "torch", "triton", "pytest")
     if missing:
         if session.venv_backend == "none":
-            session.error(f"tests-gpu: {', '.join(missing)} not importable by {session.bin or 'python'}")
+            session.error(f"tests-gpu: {', '.join(missing)} not importable by the python running nox")
         session.log(f"installing {', '.join(missing)} (not found on this machine)")
         session.install(*missing, "pytest-xdist")
     env = {"TRITON_INTERPRET": "0"}
     gpu = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'tests-gpu: no CUDA device visible')"
-    session.run("python", "-c", gpu, env=env)
-    session.run("python", "-m", "kernels", "list", env=env)
+    session.run(python, "-c", gpu, env=env, external=True)
+    session.run(python, "-m", "kernels", "list", env=env, external=True)
     workers = [] if _missing(session, "xdist") else _workers(session, "8")
-    session.run("python", "-m", "pytest", *workers, *session.posargs, env=env)
+    session.run(python, "-m", "pytest", *workers, *session.posargs, env=env, external=True)
+
+
+def _python(session: nox.Session) -> str:
+    """The session's python; with --no-venv, the interpreter running nox (PATH's python may be another one)."""
+    return sys.executable if session.venv_backend == "none" else "python"
 
 
 def _missing(session: nox.Session, *modules: str) -> list[str]:
     probe = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if not importlib.util.find_spec(m)))"
-    output = session.run("python", "-c", probe, *modules, silent=True, log=False) or ""
+    output = session.run(_python(session), "-c", probe, *modules, silent=True, log=False, external=True) or ""
     return output.split()
 
 

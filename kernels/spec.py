@@ -56,7 +56,11 @@ class OpSpec:
     """Fill ``out`` for inputs where some dimension is zero and no kernel should launch."""
     default_variant: str = "naive"
 
-    def tolerance(self, dtype: torch.dtype) -> _tol.Tolerance:
+    def tolerance(self, dtype: torch.dtype, operand_dtype: torch.dtype | None = None) -> _tol.Tolerance:
+        """The tolerance for a result of ``dtype``. An override for the operand dtype wins (an fp8 matmul writes
+        bf16 but accumulates like fp8 hardware does), then an override for the result dtype, then the table."""
+        if operand_dtype is not None and operand_dtype in self.tolerance_overrides:
+            return self.tolerance_overrides[operand_dtype]
         return _tol.lookup(dtype, self.tolerance_overrides)
 
     def __post_init__(self) -> None:

@@ -74,6 +74,11 @@ def _unwrap(obj: Any, parts: list[str]) -> Any:
             keys = getattr(obj, "keys", None) or getattr(obj, "key", None)
             parts.append(f"autotune keys={list(keys) if keys else []}")
             parts.extend(f"config {_config_repr(c)}" for c in configs)
+            # Pruning and performance-model hooks decide which config runs, so they are part of the kernel.
+            for hook in ("early_config_prune", "perf_model"):
+                fn = getattr(obj, hook, None)
+                if inspect.isfunction(fn):
+                    parts.append(f"{hook}:\n{_normalized_source(fn)}")
         values = getattr(obj, "values", None)
         if isinstance(values, dict):
             for k, v in sorted(values.items()):
@@ -93,8 +98,16 @@ def _config_repr(config: Any) -> str:
 
 
 def _is_ours(obj: Any) -> bool:
-    module = getattr(obj, "__module__", "") or ""
-    return module.split(".")[0] == "variants"
+    """Whether ``obj`` is code from variants/, looking through Triton's wrappers: under the interpreter an
+    autotuned kernel is Autotuner -> InterpretedFunction -> function, and only the function has a module."""
+    for _ in range(8):
+        if obj is None:
+            return False
+        module = getattr(obj, "__module__", "") or ""
+        if inspect.isfunction(obj):
+            return module.split(".")[0] == "variants"
+        obj = getattr(obj, "fn", None)
+    return False
 
 
 def _is_constant(value: Any) -> bool:
@@ -138,7 +151,7 @@ def _collect(roots: list[Any]) -> list[str]:
                         stack.extend(getattr(value, n) for n in sorted(names) if hasattr(value, n))
                 elif _is_constant(value) and name.isupper():
                     parts.append(f"const {name}={value!r}")
-                elif _is_ours(value) or _is_ours(getattr(value, "fn", None)):
+                elif _is_ours(value):
                     stack.append(value)
                 break
     return parts

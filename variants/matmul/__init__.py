@@ -1,0 +1,1 @@
+"""Variants of the matmul op (spec: kernels/ops/matmul.py)."""

@@ -1,0 +1,1 @@
+"""Variants of the softmax op (spec: kernels/ops/softmax.py)."""

@@ -1,0 +1,78 @@
+"""Softmax backward shared by the softmax variants: dx = y * (dy - sum(dy * y)) per row, in fp32, any cols.
+
+y is recomputed in fp32 from x rather than read from the forward's output: a y rounded to fp16 or bf16 puts
+the gradient outside the table tolerance (eager torch.softmax's half backward fails it too). The traffic is
+the same, x in place of y."""
+
+import triton
+import triton.language as tl
+
+from kernels import memory
+from kernels.ops.softmax import as_rows
+
+MAX_BLOCK_COLS = 4096
+
+
+@triton.jit
+def _softmax_backward_kernel(
+    x_ptr, dy_ptr, dx_ptr, x_row_stride, dy_row_stride, dx_row_stride, cols, BLOCK_COLS: tl.constexpr
+):
+    row = tl.program_id(0)
+    x_row = x_ptr + row * x_row_stride
+    dy_row = dy_ptr + row * dy_row_stride
+    dx_row = dx_ptr + row * dx_row_stride
+    col_offsets = tl.arange(0, BLOCK_COLS)
+
+    # One pass for the row statistics, online, per lane: the running max, and both sums exp(x - max) and
+    # dy * exp(x - max) rescaled to it. A finite starting max keeps padding-only lanes free of inf - inf.
+    max_lanes = tl.full([BLOCK_COLS], -3.0e38, dtype=tl.float32)
+    sum_lanes = tl.zeros([BLOCK_COLS], dtype=tl.float32)
+    dot_lanes = tl.zeros([BLOCK_COLS], dtype=tl.float32)
+    for start in range(0, cols, BLOCK_COLS):
+        cols_idx = start + col_offsets
+        mask = cols_idx < cols
+        x = tl.load(x_row + cols_idx, mask=mask, other=float("-inf")).to(tl.float32)
+        dy = tl.load(dy_row + cols_idx, mask=mask, other=0.0).to(tl.float32)
+        new_max = tl.maximum(max_lanes, x)
+        # The smaller of the old max and x is scaled by exp(smaller - larger): one exp per element.
+        scale = tl.exp(tl.minimum(max_lanes, x) - new_max)
+        grew = x > max_lanes
+        sum_lanes = tl.where(grew, sum_lanes * scale + 1.0, sum_lanes + scale)
+        dot_lanes = tl.where(grew, dot_lanes * scale + dy, dot_lanes + dy * scale)
+        max_lanes = new_max
+    row_max = tl.max(max_lanes, axis=0)
+    lane_weight = tl.exp(max_lanes - row_max)
+    inv_sum = 1.0 / tl.sum(sum_lanes * lane_weight, axis=0)
+    dot = tl.sum(dot_lanes * lane_weight, axis=0) * inv_sum
+
+    for start in range(0, cols, BLOCK_COLS):
+        cols_idx = start + col_offsets
+        mask = cols_idx < cols
+        x = tl.load(x_row + cols_idx, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_row + cols_idx, mask=mask, other=0.0).to(tl.float32)
+        y = tl.exp(x - row_max) * inv_sum
+        dx = y * (dy - dot)
+        tl.store(dx_row + cols_idx, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def softmax_backward(inputs, out, grad_out):
+    """Gradient of softmax with respect to x, with y recomputed in fp32 from x."""
+    x = inputs["x"]
+    dx = memory.empty_like(x)
+    x_rows, dy_rows, dx_rows = as_rows(x), as_rows(grad_out), as_rows(dx)
+    rows, cols = x_rows.shape
+    block_cols = min(triton.next_power_of_2(cols), MAX_BLOCK_COLS)
+    # About 16 elements per thread once rows are long; short rows get fewer warps rather than idle ones.
+    num_warps = max(1, min(8, block_cols // 256))
+    _softmax_backward_kernel[(rows,)](
+        x_rows,
+        dy_rows,
+        dx_rows,
+        x_rows.stride(0),
+        dy_rows.stride(0),
+        dx_rows.stride(0),
+        cols,
+        BLOCK_COLS=block_cols,
+        num_warps=num_warps,
+    )
+    return {"x": dx}
