@@ -51,6 +51,9 @@ class OpSpec:
     """Which mode a set of inputs is in."""
     mode_allows: Callable[[str, torch.dtype], bool] = lambda mode, dtype: True
     """Whether a mode makes sense for an operand dtype (an fp8 matmul needs scales; a bf16 one has none)."""
+    grad_scale: Callable[[Shape], float] = lambda shape: 1.0
+    """Scale of the random output gradient in backward tests, so that input gradients stay O(1) and one
+    tolerance table serves every shape (as the input factory does for outputs)."""
     tolerance_overrides: dict[torch.dtype, _tol.Tolerance] = field(default_factory=dict)
     empty_result: Callable[[Inputs, torch.Tensor], torch.Tensor] | None = None
     """Fill ``out`` for inputs where some dimension is zero and no kernel should launch."""

@@ -60,7 +60,8 @@ def test_backward(case: cases.Case) -> None:
         inputs[name] = inputs[name].detach().requires_grad_()
     with memory.poisoned():
         out = dispatch.run(case.op, inputs, variant=case.variant.name)
-    grad_out = spec.randn(tuple(out.shape), out.dtype, out.device, case.generator("grad"))
+    scale = case.spec.grad_scale(case.shape)
+    grad_out = spec.randn(tuple(out.shape), out.dtype, out.device, case.generator("grad"), scale=scale)
     out.backward(grad_out)
 
     ref_inputs = {

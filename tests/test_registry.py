@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from kernels import cases, registry, spec
+from kernels import backend, cases, registry, spec
 from tests.tree import copy_checkout
 
 registry.discover()
@@ -104,8 +104,11 @@ def test_new_variant_file_is_listed_and_tested(tmp_path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     assert "failed" not in run.stdout and " passed" in run.stdout, run.stdout
     collected = tree.run("-m", "pytest", "-q", "--collect-only", "tests/test_correctness.py", "-k", "softmax-mine")
+    shape = next(s for s in cases.shapes_for(spec.get("softmax"), backend.name()) if s[1] <= 8192)
     for test in ("test_matches_reference", "test_backward", "test_agrees_with_naive", "test_deterministic"):
-        assert f"{test}[softmax-mine-v0.1.0-bf16-7x129]" in collected.stdout, collected.stdout
+        for dtype in ("f32", "f16", "bf16"):
+            case_id = f"{test}[softmax-mine-v0.1.0-{dtype}-{shape[0]}x{shape[1]}]"
+            assert case_id in collected.stdout, collected.stdout
 
     # The lock does not know it yet, and says what to do.
     check = tree.run("-m", "kernels", "lock", "--check")
