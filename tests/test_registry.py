@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 
@@ -132,3 +133,20 @@ def test_broken_variant_file_fails_loudly_naming_it(tmp_path, body: str, message
     assert "variants/softmax/broken.py" in listing.stderr and message in listing.stderr, listing.stderr
     collect = tree.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "tests/test_correctness.py")
     assert collect.returncode != 0 and "variants/softmax/broken.py" in collect.stdout + collect.stderr
+
+
+def test_a_gpu_below_the_variants_capability_skips_it_with_the_reason(monkeypatch) -> None:
+    monkeypatch.setattr(backend, "name", lambda: "cuda")
+    monkeypatch.setattr(backend, "capability", lambda index=0: (8, 0))
+    fp8 = registry.get("matmul", "fp8")
+    assert fp8.unsupported_backend() == "matmul.fp8 needs compute capability 8.9, this GPU has 8.0"
+    assert registry.get("matmul", "naive").unsupported_backend() is None
+    monkeypatch.setattr(backend, "capability", lambda index=0: (9, 0))
+    assert fp8.unsupported_backend() is None
+
+
+def test_a_variant_that_cannot_be_interpreted_says_why(monkeypatch) -> None:
+    monkeypatch.setattr(backend, "name", lambda: "interpreter")
+    variant = registry.get("matmul", "fp8")
+    blocked = dataclasses.replace(variant, interpreter=False, interpreter_reason="uses inline PTX")
+    assert blocked.unsupported_backend() == "matmul.fp8 does not run in Triton's interpreter: uses inline PTX"
