@@ -111,25 +111,24 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out: torch.
         check_out(op, out, meta_out.shape, meta_out.dtype, device)
     else:
         out = op_spec.make_output(inputs)
-    if 0 in shape:
-        # Nothing to launch: the reference, on the inputs as given, is exact for an empty problem and keeps
-        # autograd connected.
-        result = op_spec.reference(**spec.upcast(inputs, keep_grad=True)).to(out.dtype)
-        return out.copy_(result) if not result.requires_grad else result
-    reason = chosen.unsupported_shape(shape)
-    if reason:
-        raise UnsupportedError(f"{op}: {reason}")
     tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-    check_index_range(op, {**tensors, "out": out})
+    wants_grad = False
     if torch.is_grad_enabled():
         for name, t in tensors.items():
             if t.requires_grad and name not in op_spec.grad_inputs:
                 raise KernelInputError(
                     f"{op}: {name} requires grad, but {op} has no gradient with respect to {name}; detach it"
                 )
-    wants_grad = torch.is_grad_enabled() and any(
-        isinstance(inputs.get(n), torch.Tensor) and inputs[n].requires_grad for n in op_spec.grad_inputs
-    )
+        wants_grad = any(tensors[n].requires_grad for n in op_spec.grad_inputs if n in tensors)
+    if 0 in shape:
+        # Nothing to launch: the reference, on the inputs as given, is exact for an empty problem and keeps
+        # autograd connected.
+        result = op_spec.reference(**spec.upcast(inputs, keep_grad=True)).to(out.dtype)
+        return result if wants_grad else out.copy_(result)
+    reason = chosen.unsupported_shape(shape)
+    if reason:
+        raise UnsupportedError(f"{op}: {reason}")
+    check_index_range(op, tensors)
     if not wants_grad:
         return chosen.forward(**inputs, out=out)
     if chosen.backward is None:

@@ -182,3 +182,9 @@ def test_gradient_for_an_input_without_one_is_refused() -> None:
     scale = torch.ones(1, device=DEV, requires_grad=True)
     with pytest.raises(KernelInputError, match="no gradient with respect to scale_a"):
         kernels.matmul(x, x, scale_a=scale, scale_b=torch.ones(1, device=DEV), variant="fp8")
+
+
+def test_zero_size_keeps_autograd_connected() -> None:
+    x = torch.randn(3, 0, device=DEV, requires_grad=True)
+    kernels.softmax(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == (3, 0)
