@@ -48,32 +48,63 @@ def check_index_range(op: str, tensors: dict[str, torch.Tensor]) -> None:
             )
 
 
-def check_out(op: str, out: torch.Tensor, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> None:
-    if not isinstance(out, torch.Tensor):
-        raise KernelInputError(f"{op}: out must be a tensor, got {type(out).__name__}")
-    if out.shape != shape or out.dtype != dtype or out.device != device:
-        raise KernelInputError(
-            f"{op}: out has shape {tuple(out.shape)}, dtype {out.dtype}, device {out.device}; expected "
-            f"shape {tuple(shape)}, dtype {dtype}, device {device}"
-        )
-    if not out.is_contiguous():
-        raise KernelInputError(f"{op}: out must be contiguous, got strides {out.stride()}")
+def _as_tuple(out) -> tuple[torch.Tensor, ...]:
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _like(template, tensors: tuple[torch.Tensor, ...]):
+    """``tensors`` shaped like ``template``: one tensor for a single-output op, a tuple otherwise."""
+    return tensors if isinstance(template, tuple) else tensors[0]
+
+
+def check_out(op: str, out, expected, device: torch.device) -> None:
+    """``out`` (a tensor, or a tuple for ops with several outputs) must match the expected outputs exactly."""
+    if isinstance(expected, tuple) != isinstance(out, tuple) or len(_as_tuple(out)) != len(_as_tuple(expected)):
+        raise KernelInputError(f"{op}: out must be {len(_as_tuple(expected))} tensor(s) like the op's outputs")
+    for i, (o, e) in enumerate(zip(_as_tuple(out), _as_tuple(expected), strict=True)):
+        name = "out" if not isinstance(out, tuple) else f"out[{i}]"
+        if not isinstance(o, torch.Tensor):
+            raise KernelInputError(f"{op}: {name} must be a tensor, got {type(o).__name__}")
+        if o.shape != e.shape or o.dtype != e.dtype or o.device != device:
+            raise KernelInputError(
+                f"{op}: {name} has shape {tuple(o.shape)}, dtype {o.dtype}, device {o.device}; expected "
+                f"shape {tuple(e.shape)}, dtype {e.dtype}, device {device}"
+            )
+        if not o.is_contiguous():
+            raise KernelInputError(f"{op}: {name} must be contiguous, got strides {o.stride()}")
+
+
+def _call_forward(variant, inputs, out, stash):
+    return (
+        variant.forward(**inputs, out=out, stash=stash) if variant.wants_stash else variant.forward(**inputs, out=out)
+    )
 
 
 class _Autograd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, variant, names, options, out_box, *tensors):
         inputs = dict(zip(names, tensors, strict=True)) | options
-        result = variant.forward(**inputs, out=out_box[0])
-        ctx.variant, ctx.names, ctx.options = variant, names, options
-        ctx.save_for_backward(*tensors, result)
+        stash: dict = {}
+        result = _call_forward(variant, inputs, out_box[0], stash)
+        ctx.variant, ctx.names, ctx.options, ctx.stash = variant, names, options, stash
+        ctx.multi = isinstance(result, tuple)
+        ctx.save_for_backward(*tensors, *_as_tuple(result))
         return result
 
     @staticmethod
-    def backward(ctx, grad_out):
-        *tensors, result = ctx.saved_tensors
+    def backward(ctx, *grad_outs):
+        saved = ctx.saved_tensors
+        tensors, results = saved[: len(ctx.names)], saved[len(ctx.names) :]
         inputs = dict(zip(ctx.names, tensors, strict=True)) | ctx.options
-        grads = ctx.variant.backward(inputs, result, grad_out.contiguous())
+        # An output the caller never used arrives as None: its gradient is zero.
+        grads_out = tuple(
+            torch.zeros_like(r) if g is None else g.contiguous() for g, r in zip(grad_outs, results, strict=True)
+        )
+        if ctx.variant.wants_stash:
+            inputs = inputs | {"stash": ctx.stash}
+        out = results if ctx.multi else results[0]
+        grad_out = grads_out if ctx.multi else grads_out[0]
+        grads = ctx.variant.backward(inputs, out, grad_out)
         return (
             None,
             None,
@@ -83,7 +114,14 @@ class _Autograd(torch.autograd.Function):
         )
 
 
-def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out: torch.Tensor | None = None):
+def _meta(inputs: spec.Inputs) -> spec.Inputs:
+    return {
+        k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else v
+        for k, v in inputs.items()
+    }
+
+
+def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out=None):
     op_spec = spec.get(op)
     chosen = registry.get(op, variant)
     device = check_devices(op, inputs)
@@ -97,18 +135,12 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out: torch.
         reason = f"{chosen.key} does not take {mode!r} inputs; variants that do: {', '.join(able) or 'none'}"
     if reason:
         raise UnsupportedError(f"{op}: {reason}")
-    # Size the output on the meta device first: an output too large to index is refused before it is allocated.
-    meta_out = op_spec.make_output(
-        {
-            k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
-            if isinstance(v, torch.Tensor)
-            else v
-            for k, v in inputs.items()
-        }
-    )
-    check_index_range(op, {"out": meta_out})
+    # Size the outputs on the meta device first: an output too large to index is refused before it is allocated.
+    meta_out = op_spec.make_output(_meta(inputs))
+    names = ["out"] if not isinstance(meta_out, tuple) else [f"out[{i}]" for i in range(len(meta_out))]
+    check_index_range(op, dict(zip(names, _as_tuple(meta_out), strict=True)))
     if out is not None:
-        check_out(op, out, meta_out.shape, meta_out.dtype, device)
+        check_out(op, out, meta_out, device)
     else:
         out = op_spec.make_output(inputs)
     tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
@@ -123,14 +155,18 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out: torch.
     if 0 in shape:
         # Nothing to launch: the reference, on the inputs as given, is exact for an empty problem and keeps
         # autograd connected.
-        result = op_spec.reference(**spec.upcast(inputs, keep_grad=True)).to(out.dtype)
-        return result if wants_grad else out.copy_(result)
+        extra = {"out": out} if op_spec.reference_needs_output else {}
+        ref = op_spec.reference(**spec.upcast(inputs, keep_grad=True), **extra)
+        results = tuple(r.to(o.dtype) for r, o in zip(_as_tuple(ref), _as_tuple(out), strict=True))
+        if wants_grad:
+            return _like(out, results)
+        return _like(out, tuple(o.copy_(r) for o, r in zip(_as_tuple(out), results, strict=True)))
     reason = chosen.unsupported_shape(shape)
     if reason:
         raise UnsupportedError(f"{op}: {reason}")
     check_index_range(op, tensors)
     if not wants_grad:
-        return chosen.forward(**inputs, out=out)
+        return _call_forward(chosen, inputs, out, {})
     if chosen.backward is None:
         raise UnsupportedError(f"{op}: {chosen.key} has no backward ({chosen.no_backward}); use another variant")
     names = tuple(tensors)
@@ -138,6 +174,9 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out: torch.
     return _Autograd.apply(chosen, names, options, [out], *tensors.values())
 
 
-def allocate_poisoned(op: str, inputs: spec.Inputs) -> torch.Tensor:
-    """An output for ``inputs`` filled with NaN, for the correctness suite."""
-    return memory.poison_(spec.get(op).make_output(inputs))
+def allocate_poisoned(op: str, inputs: spec.Inputs):
+    """Outputs for ``inputs`` filled with NaN, for the correctness suite."""
+    out = spec.get(op).make_output(inputs)
+    for o in _as_tuple(out):
+        memory.poison_(o)
+    return out

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import re
 import sys
@@ -50,6 +51,9 @@ class Variant:
     source_file: str = ""
     extra_sources: tuple[Callable, ...] = ()
     """Code the fingerprint must cover that the launchers do not reach by name (rare)."""
+    wants_stash: bool = False
+    """The launcher takes a ``stash`` dict: what it puts there in forward reaches backward as ``inputs["stash"]``
+    (e.g. a gradient computed in the forward pass)."""
 
     @property
     def key(self) -> str:
@@ -172,6 +176,7 @@ def register(
             module=fn.__module__,
             source_file=source_file,
             extra_sources=tuple(extra_sources),
+            wants_stash="stash" in inspect.signature(fn).parameters,
         )
         if variant.key in _VARIANTS and _VARIANTS[variant.key].module != variant.module:
             raise RegistrationError(

@@ -29,8 +29,9 @@ class OpSpec:
     """PyTorch reference. Called with the inputs upcast to float64; must not lose precision."""
     make_inputs: Callable[[Shape, torch.dtype, torch.device, torch.Generator, str], Inputs]
     """Seeded random inputs (never zeros) for a shape, dtype and mode."""
-    make_output: Callable[[Inputs], torch.Tensor]
-    """An uninitialized output tensor for these inputs (callers poison it with NaN in tests)."""
+    make_output: Callable[[Inputs], torch.Tensor | tuple[torch.Tensor, ...]]
+    """Uninitialized output(s) for these inputs: a tensor, or a tuple for ops with several outputs (the
+    reference then returns a tuple in the same order). Tests poison them with NaN."""
     problem_shape: Callable[[Inputs], Shape]
     """The problem shape (values for ``dims``) of a set of inputs."""
     validate: Callable[[Inputs], None]
@@ -58,6 +59,12 @@ class OpSpec:
     empty_result: Callable[[Inputs, torch.Tensor], torch.Tensor] | None = None
     """Fill ``out`` for inputs where some dimension is zero and no kernel should launch."""
     default_variant: str = "naive"
+    reference_needs_output: bool = False
+    """The reference is called with ``out=`` the kernel's (detached) output as well: for ops whose result is
+    defined only up to a choice the kernel makes, such as dropout's random mask. Tests for such an op check the
+    choice itself separately (for dropout, the kept fraction and the seed)."""
+    comparable_to_naive: bool = True
+    """Whether two variants on the same inputs must agree (false where each may make a different random choice)."""
 
     def tolerance(self, dtype: torch.dtype, operand_dtype: torch.dtype | None = None) -> _tol.Tolerance:
         """The tolerance for a result of ``dtype``. An override for the operand dtype wins (an fp8 matmul writes
