@@ -1,4 +1,4 @@
-"""``python -m kernels``: list the registered variants, and write or check variants.lock."""
+"""``python -m kernels``: list the registered variants, write or check variants.lock, and bench an op."""
 
 from __future__ import annotations
 
@@ -97,6 +97,36 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kernels import backend, bench, timing
+
+    if backend.name() != "cuda":
+        print(
+            "error: bench needs a CUDA GPU (timings of Triton's interpreter say nothing about a GPU); "
+            "run it on a GPU machine with TRITON_INTERPRET unset",
+            file=sys.stderr,
+        )
+        return 2
+    shapes = [tuple(int(d) for d in s.split("x")) for s in args.shape] if args.shape else None
+    copy_gbs = timing.copy_bandwidth_gbs()
+    rows = bench.run(
+        args.op,
+        variants=args.variant,
+        shapes=shapes,
+        dtype=args.dtype,
+        mode=args.mode,
+        peers=args.peer,
+        copy_gbs=copy_gbs,
+    )
+    print(bench.format_table(rows, copy_gbs))
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(bench.to_json(rows, copy_gbs))
+    if args.plot:
+        bench.plot(rows, args.plot)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import kernels
 
@@ -113,6 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     p_lock.add_argument("--check", action="store_true", help="only check that the lock is current")
     p_lock.add_argument("--force", action="store_true", help="record changed kernels even without a version bump")
     p_lock.set_defaults(func=cmd_lock)
+    p_bench = sub.add_parser("bench", help="time every variant of an op beside its peers (GPU only)")
+    p_bench.add_argument("op")
+    p_bench.add_argument("--variant", action="append", help="only this variant (repeatable)")
+    p_bench.add_argument("--shape", action="append", help="e.g. 4096x8192 (repeatable; default: the op's GPU shapes)")
+    p_bench.add_argument("--dtype", help="e.g. bf16 (default: bf16 where supported)")
+    p_bench.add_argument("--mode", default="default", help="the op's input mode (e.g. epilogue)")
+    p_bench.add_argument("--peer", action="append", help="only this peer (repeatable; default: all declared)")
+    p_bench.add_argument("--plot", help="write a PNG of throughput against size")
+    p_bench.add_argument("--json", help="write the rows, versions and fingerprints as JSON")
+    p_bench.set_defaults(func=cmd_bench)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -63,6 +63,11 @@ class OpSpec:
     """The reference is called with ``out=`` the kernel's (detached) output as well: for ops whose result is
     defined only up to a choice the kernel makes, such as dropout's random mask. Tests for such an op check the
     choice itself separately (for dropout, the kept fraction and the seed)."""
+    peers: dict[str, Callable[[], Callable | None]] = field(default_factory=dict)
+    """Baselines the bench command times beside the variants, as factories returning a callable taking the op's
+    inputs (or None when the peer is not installed, e.g. Liger-Kernel). "eager" (the reference on the inputs as
+    given) and "torch.compile" (of the reference) are added for every op unless the spec names its own.
+    Peers are benchmarked, never used as references for correctness."""
     comparable_to_naive: bool = True
     """Whether two variants on the same inputs must agree (false where each may make a different random choice)."""
 

@@ -1,0 +1,52 @@
+"""The bench command's arithmetic and table, with a fake timer (real timings come only from a GPU run)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kernels import backend, bench, spec
+from tests.tree import ROOT
+
+
+def fake_timer(fn):
+    fn()  # the variant or peer really runs (under the interpreter on a CPU)
+    return [2.0, 1.0, 3.0]  # median 2 ms
+
+
+def test_rows_carry_metrics_versions_and_the_eager_ratio() -> None:
+    shape = (7, 129)
+    rows = bench.run("softmax", shapes=[shape], dtype="f32", peers=["eager"], timer=fake_timer, copy_gbs=1000.0)
+    names = {(r.name, r.kind) for r in rows}
+    assert ("eager", "peer") in names and ("fused", "variant") in names and ("naive", "variant") in names
+    nbytes = spec.get("softmax").bytes_moved(shape, torch.float32)
+    for r in rows:
+        assert r.ms == 2.0
+        assert r.gbs == pytest.approx(nbytes / 2e-3 / 1e9)
+        assert r.pct_copy == pytest.approx(100 * r.gbs / 1000.0)
+        assert r.vs_eager == pytest.approx(1.0)
+        assert (r.version != "") == (r.kind == "variant")
+    table = bench.format_table(rows, 1000.0)
+    assert "copy bandwidth measured in this run: 1000 GB/s" in table and "[eager]" in table
+
+
+def test_variants_that_cannot_take_the_shape_are_left_out() -> None:
+    rows = bench.run("softmax", shapes=[(2, 40000)], dtype="f32", peers=[], timer=fake_timer, copy_gbs=1.0)
+    assert "fused" not in {r.name for r in rows}  # cols limit 32768
+    assert "online" in {r.name for r in rows}
+
+
+def test_unknown_peer_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown peers"):
+        bench.run("softmax", shapes=[(2, 3)], peers=["liger-typo"], timer=fake_timer, copy_gbs=1.0)
+
+
+@pytest.mark.skipif(backend.name() == "cuda", reason="on a GPU the command really benchmarks")
+def test_bench_refuses_to_time_the_interpreter() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "kernels", "bench", "softmax"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 2 and "bench needs a CUDA GPU" in run.stderr
