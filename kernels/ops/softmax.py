@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from kernels import dispatch, spec
+from kernels import dispatch, peers, spec
 from kernels.errors import KernelInputError
 from kernels.ops._util import require_floating, require_tensor
 
@@ -67,6 +67,7 @@ SPEC = spec.define(
         has_backward=True,
         grad_inputs=("x",),
         default_variant="autotuned",
+        peers={"liger": peers.liger(lambda F: lambda x: F.liger_softmax(x))},
     )
 )
 
