@@ -42,7 +42,7 @@ def default_peers(op_spec: spec.OpSpec) -> dict[str, Callable[[], Callable | Non
 
 
 def _forward(variant: registry.Variant, inputs: spec.Inputs, out):
-    return variant.forward(**inputs, out=out, stash={}) if variant.wants_stash else variant.forward(**inputs, out=out)
+    return variant.forward(**inputs, out=out, stash=None) if variant.wants_stash else variant.forward(**inputs, out=out)
 
 
 def _call_peer(fn: Callable, inputs: spec.Inputs) -> Callable[[], object]:
@@ -55,7 +55,7 @@ def run(
     variants: list[str] | None = None,
     shapes: list[tuple[int, ...]] | None = None,
     dtype: str | torch.dtype | None = None,
-    mode: str = "default",
+    mode: str | None = None,
     peers: list[str] | None = None,
     timer: Callable[[Callable[[], object]], list[float]] = timing.samples_ms,
     copy_gbs: float | None = None,
@@ -64,6 +64,7 @@ def run(
     op_spec = spec.get(op)
     chosen = [registry.get(op, name) for name in variants] if variants else registry.variants_of(op)
     dtype = parse(dtype) if dtype is not None else _default_dtype(chosen)
+    mode = mode or op_spec.modes[0]
     if not op_spec.mode_allows(mode, dtype):
         raise ValueError(f"{op}: mode {mode!r} does not take dtype {dtype}")
     peer_table = default_peers(op_spec)

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--variant", action="append", help="only this variant (repeatable)")
     p_bench.add_argument("--shape", action="append", help="e.g. 4096x8192 (repeatable; default: the op's GPU shapes)")
     p_bench.add_argument("--dtype", help="e.g. bf16 (default: bf16 where supported)")
-    p_bench.add_argument("--mode", default="default", help="the op's input mode (e.g. epilogue)")
+    p_bench.add_argument("--mode", help="the op's input mode (default: its first, e.g. matmul's 'default')")
     p_bench.add_argument("--peer", action="append", help="only this peer (repeatable; default: all declared)")
     p_bench.add_argument("--plot", help="write a PNG of throughput against size")
     p_bench.add_argument("--json", help="write the rows, versions and fingerprints as JSON")

@@ -166,7 +166,8 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out=None):
         raise UnsupportedError(f"{op}: {reason}")
     check_index_range(op, tensors)
     if not wants_grad:
-        return _call_forward(chosen, inputs, out, {})
+        # stash=None tells a launcher that no backward will follow, so it can skip work only backward needs.
+        return _call_forward(chosen, inputs, out, None)
     if chosen.backward is None:
         raise UnsupportedError(f"{op}: {chosen.key} has no backward ({chosen.no_backward}); use another variant")
     names = tuple(tensors)

@@ -52,8 +52,8 @@ class Variant:
     extra_sources: tuple[Callable, ...] = ()
     """Code the fingerprint must cover that the launchers do not reach by name (rare)."""
     wants_stash: bool = False
-    """The launcher takes a ``stash`` dict: what it puts there in forward reaches backward as ``inputs["stash"]``
-    (e.g. a gradient computed in the forward pass)."""
+    """The launcher takes a ``stash`` parameter: a dict when a backward will follow (what forward puts there reaches
+    backward as ``inputs["stash"]``, e.g. a gradient computed in the forward pass), None when none will."""
 
     @property
     def key(self) -> str:

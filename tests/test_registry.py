@@ -27,6 +27,13 @@ def test_expected_variants_are_registered() -> None:
         "add.naive",
         *(f"softmax.{n}" for n in ("naive", "fused", "online", "autotuned")),
         *(f"matmul.{n}" for n in ("naive", "autotuned", "splitk", "splitk_atomic", "fp8", "fused")),
+        *(f"layernorm.{n}" for n in ("naive", "fused", "welford")),
+        *(f"rmsnorm.{n}" for n in ("naive", "fused", "autotuned", "fused_residual")),
+        *(f"{op}.{n}" for op in ("gelu", "swiglu", "rope") for n in ("naive", "fused")),
+        "dropout.naive",
+        "dropout.seeded",
+        "cross_entropy.naive",
+        "cross_entropy.fused",
     }
     assert expected <= keys, f"missing: {sorted(expected - keys)}"
 

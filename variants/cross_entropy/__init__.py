@@ -1,0 +1,1 @@
+"""Variants of the cross_entropy op (spec: kernels/ops/cross_entropy.py)."""

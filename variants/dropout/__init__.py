@@ -1,0 +1,1 @@
+"""Variants of the dropout op (spec: kernels/ops/dropout.py)."""

@@ -1,0 +1,1 @@
+"""Variants of the gelu op (spec: kernels/ops/gelu.py)."""

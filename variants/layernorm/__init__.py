@@ -1,0 +1,1 @@
+"""Variants of the layernorm op (spec: kernels/ops/layernorm.py)."""

@@ -1,0 +1,1 @@
+"""Variants of the rmsnorm op (spec: kernels/ops/rmsnorm.py)."""

@@ -1,0 +1,1 @@
+"""Variants of the rope op (spec: kernels/ops/rope.py)."""

@@ -1,0 +1,1 @@
+"""Variants of the swiglu op (spec: kernels/ops/swiglu.py)."""
