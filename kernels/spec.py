@@ -118,7 +118,8 @@ def upcast(inputs: Inputs, device: torch.device | str | None = None, *, keep_gra
 
 def randn(shape: Shape, dtype: torch.dtype, device, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
     """Standard normal values drawn on the CPU in float32 from ``generator`` (so CPU and GPU runs with one seed
-    see the same numbers), scaled, then cast. Never zeros: a draw of exactly 0.0 is replaced by 0.5."""
-    x = torch.randn(shape, generator=generator, dtype=torch.float32) * scale
+    see the same numbers), scaled, then cast. Never zeros: a value that is 0 *after the cast* (a draw below the
+    dtype's smallest subnormal, about one in 2e7 for fp16) is replaced by 0.5."""
+    x = (torch.randn(shape, generator=generator, dtype=torch.float32) * scale).to(dtype)
     x = torch.where(x == 0, torch.full_like(x, 0.5), x)
-    return x.to(device=device, dtype=dtype)
+    return x.to(device=device)
