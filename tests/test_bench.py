@@ -50,3 +50,27 @@ def test_bench_refuses_to_time_the_interpreter() -> None:
         [sys.executable, "-m", "kernels", "bench", "softmax"], cwd=ROOT, capture_output=True, text=True
     )
     assert run.returncode == 2 and "bench needs a CUDA GPU" in run.stderr
+
+
+def test_a_peer_that_cannot_run_is_left_out_not_fatal(capsys) -> None:
+    from kernels import spec as spec_module
+
+    op_spec = spec_module.get("softmax")
+
+    def refusing():
+        def run(x):
+            raise RuntimeError("n exceeds the blocksize")
+
+        return run
+
+    original = dict(op_spec.peers)
+    op_spec.peers["refuser"] = refusing
+    try:
+        rows = bench.run(
+            "softmax", shapes=[(3, 5)], dtype="f32", peers=["refuser", "eager"], timer=fake_timer, copy_gbs=1.0
+        )
+    finally:
+        op_spec.peers.clear()
+        op_spec.peers.update(original)
+    assert {r.name for r in rows} >= {"eager", "naive"} and "refuser" not in {r.name for r in rows}
+    assert "peer refuser cannot run softmax (3, 5): RuntimeError" in capsys.readouterr().err
