@@ -8,6 +8,7 @@ import triton.language as tl
 from kernels import memory
 from kernels.dtypes import FLOATS
 from kernels.registry import register
+from variants.rope._rotate import rotate_halves
 
 # About 4096 elements a tile (both halves), 16 per thread per half over 4 warps: whole 16-byte vectors for every
 # dtype along head_dim. Consecutive tiles walk the positions of one head, so cos and sin rows are re-read
@@ -30,21 +31,10 @@ def _rotate_tile(
     mask = (pos < seq)[:, None] & (d < half)[None, :]
 
     x_rows = x_ptr + batch * stride_xb + head * stride_xh + pos[:, None] * stride_xs
-    x1 = tl.load(x_rows + d[None, :] * stride_xd, mask=mask).to(tl.float32)
-    x2 = tl.load(x_rows + (d[None, :] + half) * stride_xd, mask=mask).to(tl.float32)
-    cos_rows = cos_ptr + pos[:, None] * stride_cos_s
-    sin_rows = sin_ptr + pos[:, None] * stride_sin_s
-    cos1 = tl.load(cos_rows + d[None, :] * stride_cos_d, mask=mask).to(tl.float32)
-    cos2 = tl.load(cos_rows + (d[None, :] + half) * stride_cos_d, mask=mask).to(tl.float32)
-    sin1 = tl.load(sin_rows + d[None, :] * stride_sin_d, mask=mask).to(tl.float32)
-    sin2 = tl.load(sin_rows + (d[None, :] + half) * stride_sin_d, mask=mask).to(tl.float32)
-    if TRANSPOSE:
-        # The gradient is the transposed map: each half's sine moves to the other half and changes sign. With
-        # rotary tables, whose halves are equal, that is the rotation by -sin.
-        sin1, sin2 = -sin2, -sin1
-    # x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1].
-    out1 = x1 * cos1 - x2 * sin1
-    out2 = x2 * cos2 + x1 * sin2
+    out1, out2 = rotate_halves(
+        x_rows, pos, d, half, mask, cos_ptr, sin_ptr,
+        stride_xd, stride_cos_s, stride_cos_d, stride_sin_s, stride_sin_d, TRANSPOSE,
+    )  # fmt: skip
 
     # out is contiguous [batch, heads, seq, 2 * half].
     out_rows = out_ptr + (batch_head * seq + pos[:, None]) * (2 * half)
@@ -97,7 +87,7 @@ def _backward(inputs, out, grad_out):
     return {"q": dq, "k": dk}
 
 
-@register(op="rope", name="fused", version="1.0.0", dtypes=FLOATS, backward=_backward)
+@register(op="rope", name="fused", version="1.0.1", dtypes=FLOATS, backward=_backward)
 def rope_fused(q, k, cos, sin, *, out):
     """One launch for q and k together, programs partitioned over q tiles then k tiles."""
     q_out, k_out = out
