@@ -10,6 +10,7 @@ import kernels
 from kernels import backend, memory, spec
 from kernels.errors import KernelInputError
 from kernels.tolerance import check_close
+from variants import _row_partials
 from variants.layernorm import _backward, welford
 
 DEV = backend.device()
@@ -83,7 +84,7 @@ def test_welford_spans_of_several_blocks(monkeypatch, target_programs) -> None:
 def test_column_split_backward_with_several_groups(monkeypatch) -> None:
     monkeypatch.setattr(_backward, "MAX_ON_CHIP_COLS", 64)
     monkeypatch.setattr(_backward, "SPLIT_BLOCK_COLS", 32)
-    monkeypatch.setattr(_backward, "MIN_ROWS_PER_GROUP", 2)
+    monkeypatch.setattr(_row_partials, "MIN_ROWS_PER_GROUP", 2)
     inputs = _inputs((9, 203), torch.float32, seed=5)
     _check_forward_and_backward(inputs, "fused", grad_scale=9**-0.5)
 

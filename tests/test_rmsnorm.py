@@ -11,6 +11,7 @@ from kernels import backend, memory, spec
 from kernels.errors import KernelInputError
 from kernels.ops import rmsnorm as rmsnorm_op
 from kernels.tolerance import check_close
+from variants import _row_partials
 from variants.rmsnorm import _backward, autotuned
 
 DEV = backend.device()
@@ -101,7 +102,7 @@ def test_autotuned_spans(monkeypatch, target_programs) -> None:
 def test_column_split_backward_with_several_groups(monkeypatch, mode) -> None:
     monkeypatch.setattr(_backward, "MAX_ON_CHIP_COLS", 64)
     monkeypatch.setattr(_backward, "SPLIT_BLOCK_COLS", 32)
-    monkeypatch.setattr(_backward, "MIN_ROWS_PER_GROUP", 2)
+    monkeypatch.setattr(_row_partials, "MIN_ROWS_PER_GROUP", 2)
     _check(_inputs((9, 203), torch.float32, mode=mode, seed=7), "naive", grad_scale=9**-0.5)
 
 

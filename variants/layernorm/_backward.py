@@ -25,16 +25,7 @@ import triton.language as tl
 
 from kernels import memory
 from kernels.ops.layernorm import as_rows
-
-MAX_ON_CHIP_COLS = 8192
-SPLIT_BLOCK_COLS = 2048
-# Rows per program for the partial sums: at least MIN_ROWS_PER_GROUP, so that the [groups, cols] fp32 partials
-# stay a fraction of the traffic of x, dy and dx, and at most MAX_GROUPS programs, a couple of waves on an H100.
-MIN_ROWS_PER_GROUP = 8
-MAX_GROUPS = 256
-# Each program of the final sum reads its columns' partials through a [BLOCK_GROUPS, BLOCK_COLS] tile of
-# SUM_TILE elements.
-SUM_TILE = 2048
+from variants._row_partials import MAX_ON_CHIP_COLS, SPLIT_BLOCK_COLS, num_warps, row_groups, sum_partials
 
 
 @triton.jit
@@ -139,42 +130,13 @@ def _backward_blocks_kernel(
     tl.store(db_partial_ptr + group * cols + cols_idx, db_acc, mask=mask)
 
 
-@triton.jit
-def _sum_partials_kernel(
-    dw_partial_ptr, db_partial_ptr, dw_ptr, db_ptr, groups, cols,
-    BLOCK_GROUPS: tl.constexpr, BLOCK_COLS: tl.constexpr,
-):  # fmt: skip
-    cols_idx = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-    col_mask = cols_idx < cols
-    group_offsets = tl.arange(0, BLOCK_GROUPS)
-    dw_acc = tl.zeros([BLOCK_GROUPS, BLOCK_COLS], dtype=tl.float32)
-    db_acc = tl.zeros([BLOCK_GROUPS, BLOCK_COLS], dtype=tl.float32)
-    # The groups are always visited in the same order and summed in the same tree: a deterministic result.
-    for start in range(0, groups, BLOCK_GROUPS):
-        group_idx = start + group_offsets
-        mask = (group_idx[:, None] < groups) & col_mask[None, :]
-        offsets = group_idx[:, None] * cols + cols_idx[None, :]
-        dw_acc += tl.load(dw_partial_ptr + offsets, mask=mask, other=0.0)
-        db_acc += tl.load(db_partial_ptr + offsets, mask=mask, other=0.0)
-    tl.store(dw_ptr + cols_idx, tl.sum(dw_acc, axis=0).to(dw_ptr.dtype.element_ty), mask=col_mask)
-    tl.store(db_ptr + cols_idx, tl.sum(db_acc, axis=0).to(db_ptr.dtype.element_ty), mask=col_mask)
-
-
-def _num_warps(block_cols):
-    # Up to five row-length fp32 tiles live at once: at most 16 elements of each per thread keeps them within the
-    # 128 registers a thread of 16 warps may have (ptxas reports no spills for sm_90 at MAX_ON_CHIP_COLS; twice
-    # as wide, or 32 warps capped at 64 registers, spills).
-    return max(1, min(16, block_cols // 256))
-
-
 def layernorm_backward(inputs, out, grad_out):
     """Gradients of layernorm with respect to x, weight and bias, with mean and rstd recomputed from x."""
     x, weight, bias, eps = inputs["x"], inputs["weight"], inputs["bias"], inputs["eps"]
     dx = memory.empty_like(x)
     x_rows, dy_rows, dx_rows = as_rows(x), as_rows(grad_out), as_rows(dx)
     rows, cols = x_rows.shape
-    rows_per_group = min(rows, max(MIN_ROWS_PER_GROUP, triton.cdiv(rows, MAX_GROUPS)))
-    groups = triton.cdiv(rows, rows_per_group)
+    rows_per_group, groups = row_groups(rows)
     dw_partial = memory.empty((groups, cols), dtype=torch.float32, device=x.device)
     db_partial = memory.empty((groups, cols), dtype=torch.float32, device=x.device)
     if cols <= MAX_ON_CHIP_COLS:
@@ -182,28 +144,23 @@ def layernorm_backward(inputs, out, grad_out):
         _backward_rows_kernel[(groups,)](
             x_rows, weight, dy_rows, dx_rows, dw_partial, db_partial,
             x_rows.stride(0), dy_rows.stride(0), dx_rows.stride(0), rows, cols, eps, rows_per_group,
-            BLOCK_COLS=block_cols, num_warps=_num_warps(block_cols),
+            BLOCK_COLS=block_cols, num_warps=num_warps(block_cols),
         )  # fmt: skip
     else:
         blocks = triton.cdiv(cols, SPLIT_BLOCK_COLS)
         sums = memory.empty((rows, 4, blocks), dtype=torch.float32, device=x.device)
-        num_warps = _num_warps(SPLIT_BLOCK_COLS)
+        warps = num_warps(SPLIT_BLOCK_COLS)
         _block_sums_kernel[(rows, blocks)](
             x_rows, weight, dy_rows, sums, x_rows.stride(0), dy_rows.stride(0), cols, blocks,
-            BLOCK_COLS=SPLIT_BLOCK_COLS, num_warps=num_warps,
+            BLOCK_COLS=SPLIT_BLOCK_COLS, num_warps=warps,
         )  # fmt: skip
         _backward_blocks_kernel[(groups, blocks)](
             x_rows, weight, dy_rows, dx_rows, sums, dw_partial, db_partial,
             x_rows.stride(0), dy_rows.stride(0), dx_rows.stride(0), rows, cols, eps, rows_per_group, blocks,
-            BLOCK_COLS=SPLIT_BLOCK_COLS, BLOCKS_POW2=triton.next_power_of_2(blocks), num_warps=num_warps,
+            BLOCK_COLS=SPLIT_BLOCK_COLS, BLOCKS_POW2=triton.next_power_of_2(blocks), num_warps=warps,
         )  # fmt: skip
     dweight = memory.empty_like(weight)
     dbias = memory.empty_like(bias)
-    # Tall partials (many groups) get narrow column blocks, so there are programs enough to share them.
-    block_groups = min(triton.next_power_of_2(groups), SUM_TILE // 64)
-    block_cols = SUM_TILE // block_groups
-    _sum_partials_kernel[(triton.cdiv(cols, block_cols),)](
-        dw_partial, db_partial, dweight, dbias, groups, cols,
-        BLOCK_GROUPS=block_groups, BLOCK_COLS=block_cols, num_warps=4,
-    )  # fmt: skip
+    sum_partials(dw_partial, dweight)
+    sum_partials(db_partial, dbias)
     return {"x": dx, "weight": dweight, "bias": dbias}

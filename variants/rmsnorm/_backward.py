@@ -26,16 +26,7 @@ import triton.language as tl
 
 from kernels import memory
 from kernels.ops.rmsnorm import as_rows
-
-MAX_ON_CHIP_COLS = 8192
-SPLIT_BLOCK_COLS = 2048
-# Rows per program for the partial sums: at least MIN_ROWS_PER_GROUP, so that the [groups, cols] fp32 partials
-# stay a fraction of the traffic of x, dy and dx, and at most MAX_GROUPS programs, a couple of waves on an H100.
-MIN_ROWS_PER_GROUP = 8
-MAX_GROUPS = 256
-# Each program of the final sum reads its columns' partials through a [BLOCK_GROUPS, BLOCK_COLS] tile of
-# SUM_TILE elements.
-SUM_TILE = 2048
+from variants._row_partials import MAX_ON_CHIP_COLS, SPLIT_BLOCK_COLS, num_warps, row_groups, sum_partials
 
 
 @triton.jit
@@ -127,27 +118,6 @@ def _backward_blocks_kernel(
     tl.store(dw_partial_ptr + group * cols + cols_idx, dw_acc, mask=mask)
 
 
-@triton.jit
-def _sum_partials_kernel(dw_partial_ptr, dw_ptr, groups, cols, BLOCK_GROUPS: tl.constexpr, BLOCK_COLS: tl.constexpr):
-    cols_idx = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
-    col_mask = cols_idx < cols
-    group_offsets = tl.arange(0, BLOCK_GROUPS)
-    acc = tl.zeros([BLOCK_GROUPS, BLOCK_COLS], dtype=tl.float32)
-    # The groups are always visited in the same order and summed in the same tree: a deterministic result.
-    for start in range(0, groups, BLOCK_GROUPS):
-        group_idx = start + group_offsets
-        mask = (group_idx[:, None] < groups) & col_mask[None, :]
-        acc += tl.load(dw_partial_ptr + group_idx[:, None] * cols + cols_idx[None, :], mask=mask, other=0.0)
-    tl.store(dw_ptr + cols_idx, tl.sum(acc, axis=0).to(dw_ptr.dtype.element_ty), mask=col_mask)
-
-
-def _num_warps(block_cols):
-    # Up to five row-length fp32 tiles live at once: at most 16 elements of each per thread keeps them within the
-    # 128 registers a thread of 16 warps may have (ptxas reports no spills for sm_90 at MAX_ON_CHIP_COLS; twice
-    # as wide, or 32 warps capped at 64 registers, spills).
-    return max(1, min(16, block_cols // 256))
-
-
 def rmsnorm_backward(inputs, out, grad_out):
     """Gradients of rmsnorm with respect to x, weight and (with a residual) residual, rstd recomputed from x."""
     x, weight, eps = inputs["x"], inputs["weight"], inputs["eps"]
@@ -161,36 +131,31 @@ def rmsnorm_backward(inputs, out, grad_out):
     dx = memory.empty(x.shape, dtype=x.dtype, device=x.device)
     dresidual = memory.empty(x.shape, dtype=x.dtype, device=x.device) if has_residual else dx
     ds_rows = as_rows(ds) if has_residual else dy_rows
-    rows_per_group = min(rows, max(MIN_ROWS_PER_GROUP, triton.cdiv(rows, MAX_GROUPS)))
-    groups = triton.cdiv(rows, rows_per_group)
+    rows_per_group, groups = row_groups(rows)
     dw_partial = memory.empty((groups, cols), dtype=torch.float32, device=x.device)
     if cols <= MAX_ON_CHIP_COLS:
         block_cols = triton.next_power_of_2(cols)
         _backward_rows_kernel[(groups,)](
             x_rows, residual_rows, weight, dy_rows, ds_rows, dx, dresidual, dw_partial,
             x_rows.stride(0), residual_rows.stride(0), rows, cols, eps, rows_per_group,
-            HAS_RESIDUAL=has_residual, BLOCK_COLS=block_cols, num_warps=_num_warps(block_cols),
+            HAS_RESIDUAL=has_residual, BLOCK_COLS=block_cols, num_warps=num_warps(block_cols),
         )  # fmt: skip
     else:
         blocks = triton.cdiv(cols, SPLIT_BLOCK_COLS)
         sums = memory.empty((rows, 2, blocks), dtype=torch.float32, device=x.device)
-        num_warps = _num_warps(SPLIT_BLOCK_COLS)
+        warps = num_warps(SPLIT_BLOCK_COLS)
         _block_sums_kernel[(rows, blocks)](
             x_rows, residual_rows, weight, dy_rows, sums, x_rows.stride(0), residual_rows.stride(0), cols, blocks,
-            HAS_RESIDUAL=has_residual, BLOCK_COLS=SPLIT_BLOCK_COLS, num_warps=num_warps,
+            HAS_RESIDUAL=has_residual, BLOCK_COLS=SPLIT_BLOCK_COLS, num_warps=warps,
         )  # fmt: skip
         _backward_blocks_kernel[(groups, blocks)](
             x_rows, residual_rows, weight, dy_rows, ds_rows, dx, dresidual, sums, dw_partial,
             x_rows.stride(0), residual_rows.stride(0), rows, cols, eps, rows_per_group, blocks,
             HAS_RESIDUAL=has_residual, BLOCK_COLS=SPLIT_BLOCK_COLS, BLOCKS_POW2=triton.next_power_of_2(blocks),
-            num_warps=num_warps,
+            num_warps=warps,
         )  # fmt: skip
     dweight = memory.empty_like(weight)
-    # Tall partials (many groups) get narrow column blocks, so there are programs enough to share them.
-    block_groups = min(triton.next_power_of_2(groups), SUM_TILE // 64)
-    _sum_partials_kernel[(triton.cdiv(cols, SUM_TILE // block_groups),)](
-        dw_partial, dweight, groups, cols, BLOCK_GROUPS=block_groups, BLOCK_COLS=SUM_TILE // block_groups, num_warps=4
-    )
+    sum_partials(dw_partial, dweight)
     grads = {"x": dx, "weight": dweight}
     if has_residual:
         grads["residual"] = dresidual

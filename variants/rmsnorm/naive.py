@@ -62,7 +62,7 @@ def _normalize_kernel(
 @register(
     op="rmsnorm",
     name="naive",
-    version="1.0.0",
+    version="1.0.1",
     dtypes=FLOATS,
     modes=("default", "residual"),
     backward=rmsnorm_backward,
