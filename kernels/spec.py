@@ -70,6 +70,18 @@ class OpSpec:
     Peers are benchmarked, never used as references for correctness."""
     comparable_to_naive: bool = True
     """Whether two variants on the same inputs must agree (false where each may make a different random choice)."""
+    bench_shapes: Sequence[Shape] = ()
+    """Realistic sizes (LLM hidden sizes, vocabularies, decode shapes) at which the asv history tracks every variant.
+    Empty means the GPU shapes. Keep the list short: each shape is timed for every variant on every benchmarked
+    commit."""
+    bench_dtypes: tuple[torch.dtype, ...] = (torch.bfloat16,)
+    """Operand dtypes the asv history tracks; a variant is timed at those it supports."""
+    roofline: Callable[[Shape, torch.device], Callable[[], object]] | None = None
+    """For a compute-bound op, a vendor-library call at a shape (e.g. cuBLAS for matmul), timed in the same run: the
+    benchmarks report each variant's speed as a % of it. None: a memory-bound op, measured against the device's
+    copy bandwidth."""
+    roofline_name: str = "copy bandwidth"
+    """What ``roofline`` is, in the benchmarks' units (e.g. "cuBLAS bf16")."""
 
     def tolerance(self, dtype: torch.dtype, operand_dtype: torch.dtype | None = None) -> _tol.Tolerance:
         """The tolerance for a result of ``dtype``. An override for the operand dtype wins (an fp8 matmul writes
@@ -82,7 +94,7 @@ class OpSpec:
         for dtype, tol in self.tolerance_overrides.items():
             if not tol.reason:
                 raise ValueError(f"op {self.name}: tolerance override for {dtype} gives no reason")
-        for shape in (*self.cpu_shapes, *self.gpu_shapes):
+        for shape in (*self.cpu_shapes, *self.gpu_shapes, *self.bench_shapes):
             if len(shape) != len(self.dims):
                 raise ValueError(f"op {self.name}: shape {shape} does not match dims {self.dims}")
 

@@ -18,6 +18,25 @@ def samples_ms(fn: Callable[[], object], *, warmup_ms: float = 25, rep_ms: float
     return list(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all"))
 
 
+def samples_n(fn: Callable[[], object], n: int, *, warmup_ms: float = 25) -> list[float]:
+    """About ``n`` timed runs of ``fn`` in milliseconds. do_bench sizes its repeat count from a time budget and
+    counts its L2 flush in the estimate; this sizes the budget from the kernel's own time, and widens it once if
+    the flush left fewer than ``n`` runs."""
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(5):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    budget = max(start.elapsed_time(end) / 5, 1e-3) * n
+    runs = samples_ms(fn, warmup_ms=warmup_ms, rep_ms=budget)
+    if len(runs) < n:
+        runs = samples_ms(fn, warmup_ms=0, rep_ms=budget * n / max(len(runs), 1))
+    return runs
+
+
 def median_ms(fn: Callable[[], object], **kwargs) -> float:
     return statistics.median(samples_ms(fn, **kwargs))
 

@@ -9,6 +9,8 @@ one on every run. On a GPU this is plain ``triton.autotune``.
 
 from __future__ import annotations
 
+import sys
+
 import triton
 
 from kernels import backend
@@ -19,8 +21,33 @@ def _run_once_untimed(kernel_call, quantiles):
     return [0.0] * len(quantiles)
 
 
+TUNERS: list = []
+"""(module that made it, autotuner) for every autotuner made here, so the benchmarks can record which config
+each one chose."""
+
+
 def autotune(configs, key, **kwargs):
     """``triton.autotune(configs, key, **kwargs)``, with an untimed benchmarker under the interpreter."""
     if backend.interpreting():
         kwargs.setdefault("do_bench", _run_once_untimed)
-    return triton.autotune(configs=configs, key=key, **kwargs)
+    decorate = triton.autotune(configs=configs, key=key, **kwargs)
+    # The module that asked for the tuner (a variant file), which may tune a kernel defined in another one.
+    owner = sys._getframe(1).f_globals.get("__name__", "")
+
+    def remember(fn):
+        tuner = decorate(fn)
+        TUNERS.append((owner, tuner))
+        return tuner
+
+    return remember
+
+
+def chosen_configs(module: str) -> dict[str, str]:
+    """The config each autotuner defined in ``module`` chose on its latest call, by kernel name: what the
+    benchmarks record beside a variant's time. Empty for a variant that is not autotuned."""
+    chosen = {}
+    for owner, tuner in TUNERS:
+        if owner == module and getattr(tuner, "best_config", None) is not None:
+            kernel = getattr(tuner, "base_fn", None) or tuner.fn
+            chosen[kernel.__name__] = str(tuner.best_config)
+    return chosen

@@ -42,6 +42,7 @@ SPEC = spec.define(
         operand_dtype=lambda i: i["x"].dtype,
         cpu_shapes=[(1,), (1000,), (4099,)],
         gpu_shapes=[(1,), (1000,), (98431,), (1 << 24,), (1 << 28,)],
+        bench_shapes=[(1 << 24,), (1 << 28,)],
         flops=lambda s: s[0],
         bytes_moved=lambda s, dtype: 3 * s[0] * dtype.itemsize,
         has_backward=True,

@@ -127,6 +127,8 @@ SPEC = spec.define(
         # Llama-2, Llama-3 and Gemma vocabularies at a token count whose float64 reference (logits, log-softmax
         # and gradient) still fits beside the kernels; then GPT-2's odd vocabulary at an odd token count.
         gpu_shapes=[(4096, 32000), (2048, 128256), (1024, 256000), (999, 50257)],
+        # Llama-2, Llama-3 and Gemma vocabularies.
+        bench_shapes=[(4096, 32000), (2048, 128256), (1024, 256000)],
         # Per logit: the running max, a subtract, an exp and an add for the logsumexp, one add for the mean.
         flops=lambda s: 5 * s[0] * s[1],
         # The logits and targets read once, the per-row losses written once.

@@ -79,6 +79,7 @@ SPEC = spec.define(
         # 4099 and 9001 end in a partial block; tests/test_dropout.py runs larger and multi-dimensional ones.
         cpu_shapes=[(1,), (1000,), (4099,), (9001,)],
         gpu_shapes=[(1,), (98431,), (4096 * 4096,), (4096 * 14336,)],
+        bench_shapes=[(4096 * 4096,), (4096 * 14336,)],
         # One multiply per element; Philox's ten rounds of integer work are not counted as flops.
         flops=lambda s: s[0],
         bytes_moved=lambda s, dtype: 2 * s[0] * dtype.itemsize,

@@ -63,6 +63,8 @@ SPEC = spec.define(
         # Shapes of several dimensions are flattened the same way; tests/test_gelu.py runs a [3, 5, 7] one.
         cpu_shapes=[(1,), (1000,), (4099,), (9001,)],
         gpu_shapes=[(1,), (98431,), (4096 * 4096,), (4096 * 14336,)],
+        # A Llama-3-8B MLP activation for 4096 tokens, and a square one.
+        bench_shapes=[(4096 * 4096,), (4096 * 14336,)],
         # erf (or tanh through one exp), plus about ten multiplies and adds.
         flops=lambda s: 12 * s[0],
         bytes_moved=lambda s, dtype: 2 * s[0] * dtype.itemsize,

@@ -111,6 +111,7 @@ SPEC = spec.define(
         # tests/test_layernorm.py: its variance is 0, so the output is the bias alone.
         cpu_shapes=[(1, 7), (7, 129), (33, 1000), (5, 4099), (3, 16411)],
         gpu_shapes=[(1823, 781), (4096, 4096), (4096, 8192), (2048, 16384), (64, 65536), (16, 262144)],
+        bench_shapes=[(4096, 4096), (2048, 16384), (16, 262144)],
         # Mean, centre, square, sum, scale, weight, bias: about 7 per element.
         flops=lambda s: 7 * s[0] * s[1],
         bytes_moved=lambda s, dtype: (2 * s[0] * s[1] + 2 * s[1]) * dtype.itemsize,

@@ -129,6 +129,15 @@ def _make_inputs(shape, dtype, device, generator, mode):
     return inputs
 
 
+def _cublas_bf16(shape: spec.Shape, device: torch.device):
+    """torch.matmul (cuBLAS) on bf16 operands of this shape: the ceiling every matmul variant is reported against,
+    fp8 ones included (they should beat it)."""
+    M, N, K = shape
+    a = torch.randn((M, K), dtype=torch.bfloat16, device=device)
+    b = torch.randn((K, N), dtype=torch.bfloat16, device=device)
+    return lambda: torch.matmul(a, b)
+
+
 SPEC = spec.define(
     spec.OpSpec(
         name="matmul",
@@ -154,6 +163,11 @@ SPEC = spec.define(
             (4096, 4096, 4096),
             (1024, 1024, 16384),
         ],
+        # Square prefill sizes, a split-K shape (K much larger than M and N) and a decode shape (M = 16).
+        bench_shapes=[(4096, 4096, 4096), (8192, 8192, 8192), (1024, 1024, 65536), (16, 8192, 8192)],
+        bench_dtypes=(torch.bfloat16, torch.float8_e4m3fn),
+        roofline=_cublas_bf16,
+        roofline_name="cuBLAS bf16",
         flops=lambda s: 2 * s[0] * s[1] * s[2],
         bytes_moved=lambda s, dtype: (s[0] * s[2] + s[2] * s[1] + s[0] * s[1]) * dtype.itemsize,
         has_backward=True,

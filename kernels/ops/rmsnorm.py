@@ -109,6 +109,7 @@ SPEC = spec.define(
         # its forward.
         cpu_shapes=[(1, 7), (7, 129), (33, 1000), (5, 4099), (3, 16411)],
         gpu_shapes=[(1823, 781), (4096, 4096), (4096, 8192), (2048, 16384), (64, 65536), (16, 262144)],
+        bench_shapes=[(4096, 4096), (2048, 16384), (16, 262144)],
         # Square, sum, rsqrt, scale, weight: about 4 per element.
         flops=lambda s: 4 * s[0] * s[1],
         # The default mode: x read and out written (the residual mode moves twice as much: x and residual read,

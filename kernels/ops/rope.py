@@ -115,6 +115,8 @@ SPEC = spec.define(
         # head with a ragged last one.
         cpu_shapes=[(1, 3, 1, 7, 8), (1, 2, 2, 5, 12), (2, 4, 2, 33, 16), (1, 2, 1, 300, 16)],
         gpu_shapes=[(1, 32, 32, 1000, 64), (4, 32, 8, 4096, 128), (3, 28, 4, 777, 128)],
+        # Llama-3-8B heads (32 q, 8 kv, head_dim 128) at 4096 tokens.
+        bench_shapes=[(4, 32, 8, 4096, 128)],
         # Two multiplies and an add per element.
         flops=lambda s: 3 * _rows(s) * s[4],
         # q and k read and written once; cos and sin read once (they are reused from cache across heads).

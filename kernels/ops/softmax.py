@@ -62,6 +62,8 @@ SPEC = spec.define(
         operand_dtype=lambda i: i["x"].dtype,
         cpu_shapes=[(1, 1), (7, 129), (33, 1000), (5, 4099)],
         gpu_shapes=[(1, 1), (37, 1000), (1823, 781), (4096, 4096), (16384, 8192), (64, 65536), (8, 262147)],
+        # Attention-score rows (16384 x 8192) and a row as long as a large vocabulary.
+        bench_shapes=[(16384, 8192), (4096, 32768), (256, 131072)],
         flops=lambda s: 5 * s[0] * s[1],
         bytes_moved=lambda s, dtype: 2 * s[0] * s[1] * dtype.itemsize,
         has_backward=True,

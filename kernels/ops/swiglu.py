@@ -57,6 +57,7 @@ SPEC = spec.define(
         # Shapes of several dimensions are flattened the same way; tests/test_swiglu.py runs a [3, 5, 7] one.
         cpu_shapes=[(1,), (1000,), (4099,), (9001,)],
         gpu_shapes=[(1,), (98431,), (4096 * 4096,), (4096 * 14336,)],
+        bench_shapes=[(4096 * 4096,), (4096 * 14336,)],
         # exp, add, divide, and two multiplies.
         flops=lambda s: 5 * s[0],
         bytes_moved=lambda s, dtype: 3 * s[0] * dtype.itemsize,
