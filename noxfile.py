@@ -4,6 +4,10 @@ nox -s tests-cpu     correctness under Triton's interpreter (any machine, no GPU
 nox -s tests-gpu     correctness on a CUDA GPU (uses the box's own torch and triton)
 nox -s lint          ruff
 nox -s lock          rewrite variants.lock after bumping variant versions
+nox -s bench         time every variant at HEAD on this GPU into the asv history (benchmarks/results)
+nox -s bench-compare -- BASE HEAD   both commits on this GPU, interleaved; exits 1 on a regression
+nox -s bench-publish build the asv HTML of the committed history (any machine, full git history)
+nox -s bench-host    host overhead per call with pytest-benchmark, on a GPU
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ nox.options.reuse_existing_virtualenvs = True
 # KERNELWATCH_TORCH_INDEX at https://download.pytorch.org/whl/cpu to avoid the multi-GB CUDA build.
 TORCH_CPU = "torch==2.13.0"
 TRITON_LATEST = "triton==3.9.0"
-TEST_DEPS = ["pytest>=8", "pytest-xdist>=3", "numpy"]
+# asv's sample statistics and the results format the history relies on; bump together, after checking
+# benchmarks/history.py against the new versions.
+ASV = ["asv==0.6.6", "asv_runner==0.3.2"]
+TEST_DEPS = ["pytest>=8", "pytest-xdist>=3", "numpy", *ASV]
+BENCH_HOST_DEPS = ["pytest>=8", "pytest-benchmark>=5"]
 RUFF = "ruff==0.17.6"
 
 
@@ -68,6 +76,68 @@ def tests_gpu(session: nox.Session) -> None:
     session.run(python, "-m", "kernels", "list", env=env, external=True)
     workers = [] if _missing(session, "xdist") else _workers(session, "8")
     session.run(python, "-m", "pytest", *workers, *session.posargs, env=env, external=True)
+
+
+def _gpu_python(session: nox.Session, *modules: str, install: list[str]) -> str:
+    """The python of a GPU session: the box's own torch and triton; ``install`` only where a module is missing
+    (none on the usual GPU image with the wheels carried, so it runs offline)."""
+    missing = _missing(session, "torch", "triton", *modules)
+    if missing:
+        if session.venv_backend == "none":
+            session.error(f"{session.name}: {', '.join(missing)} not importable by the python running nox")
+        session.install(*install)
+    return _python(session)
+
+
+@nox.session(name="bench", venv_params=["--system-site-packages"])
+def bench(session: nox.Session) -> None:
+    """Time every variant of HEAD (or --commit SHA; --op OP to limit) on this GPU, into benchmarks/results."""
+    python = _gpu_python(session, "asv", install=ASV)
+    session.run(python, "-m", "benchmarks.history", "run", *session.posargs, external=True)
+
+
+@nox.session(name="bench-compare", venv_params=["--system-site-packages"])
+def bench_compare(session: nox.Session) -> None:
+    """``-- BASE HEAD [--rounds N] [--factor F] [--op OP] [--summary FILE]``: both on this GPU, interleaved."""
+    if len([a for a in session.posargs if not a.startswith("-")]) < 2:
+        session.error("usage: nox -s bench-compare -- BASE HEAD [--rounds N] [--factor F] [--op OP]")
+    python = _gpu_python(session, "asv", install=ASV)
+    session.run(python, "-m", "benchmarks.history", "compare", *session.posargs, external=True)
+
+
+@nox.session(name="bench-publish")
+def bench_publish(session: nox.Session) -> None:
+    """Build the asv HTML of the committed history into .asv/html (``-- --preview`` serves it). Needs the full
+    git history (``git clone`` without --depth; in GitHub Actions, fetch-depth: 0)."""
+    session.install(*ASV)
+    session.run("python", "-m", "benchmarks.history", "publish", *session.posargs)
+
+
+@nox.session(name="bench-host", venv_params=["--system-site-packages"])
+def bench_host(session: nox.Session) -> None:
+    """Host overhead per call of every variant at a tiny shape (pytest-benchmark, synchronized), on a GPU.
+
+    Saves the JSON under benchmarks/host/results; ``-- --benchmark-compare --benchmark-compare-fail=median:20%``
+    fails on a regression against the latest saved run.
+    """
+    python = _gpu_python(session, "pytest_benchmark", install=BENCH_HOST_DEPS)
+    session.run(
+        python,
+        "-m",
+        "pytest",
+        "benchmarks/host",
+        "-p",
+        "no:xdist",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-storage=file://benchmarks/host/results",
+        "--benchmark-autosave",
+        "--benchmark-columns=min,median,iqr,rounds",
+        "--benchmark-sort=name",
+        *session.posargs,
+        env={"TRITON_INTERPRET": "0"},
+        external=True,
+    )
 
 
 def _python(session: nox.Session) -> str:
