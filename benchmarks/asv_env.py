@@ -16,6 +16,15 @@ ENV_NAME = "kernelwatch"
 class _PinnedEnvironment(_Existing):
     tool_name = "kernelwatch"
 
+    def __init__(self, conf, executable, requirements, tagged_env_vars):
+        super().__init__(conf, executable, requirements, tagged_env_vars)
+        # asv records the interpreter as given (a path) among the series' keys; keep only its version.
+        self._python = self._python_version
+
+    @property
+    def _python_version(self) -> str:
+        return self.run(["-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"]).strip()
+
     @property
     def name(self) -> str:
         return ENV_NAME

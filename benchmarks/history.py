@@ -37,7 +37,7 @@ ENV_NAME = "kernelwatch"
 PROVENANCE_KEY = "kernelwatch"
 DEFAULT_FACTOR = 1.05
 """A head slower than base by more than this factor, and significant by asv's Mann-Whitney test, fails the gate."""
-DEFAULT_ROUNDS = 3
+DEFAULT_ROUNDS = 2
 
 
 class HistoryError(RuntimeError):

@@ -195,43 +195,30 @@ def _measure_op(op, device, timer, copy_gbs, smoke_run, log) -> dict:
     op_spec = spec.get(op)
     roofline_ms: dict[tuple[int, ...], float] = {}
     results, skipped = {}, {}
+    # Inputs are drawn once per (shape, dtype, mode) and shared by the variants: drawing them (on the CPU, so
+    # that every machine sees the same numbers) costs more than timing a variant at these sizes.
+    groups: dict[tuple, list[Case]] = {}
     for case in cases(op, smoke_run=smoke_run):
-        v = registry.get(op, case.variant)
-        reason = v.unsupported_backend()
-        if reason:
-            skipped[case.key] = reason
+        groups.setdefault((case.shape, case.dtype, case.mode), []).append(case)
+    for (shape, dtype, mode), group in groups.items():
+        runnable = []
+        for case in group:
+            reason = registry.get(op, case.variant).unsupported_backend()
+            if reason:
+                skipped[case.key] = reason
+            else:
+                runnable.append(case)
+        if not runnable:
             continue
-        generator = torch.Generator().manual_seed(0)
-        inputs = op_spec.make_inputs(case.shape, case.dtype, device, generator, case.mode)
-        out = dispatch.allocate_poisoned(op, inputs)
-        dispatch.run(op, inputs, variant=v.name, out=out)  # validates, compiles and autotunes once
-        error = error_ratio(case, inputs, out)
-        chosen = tuning.chosen_configs(v.module)
-        samples = timer(_forward(v, inputs, out))
-        ms = statistics.median(samples)
-        nbytes, flops = op_spec.bytes_moved(case.shape, case.dtype), op_spec.flops(case.shape)
-        gbs, tflops = nbytes / (ms * 1e-3) / 1e9, flops / (ms * 1e-3) / 1e12
-        if smoke_run:
-            pct = float("nan")
-        elif op_spec.roofline is None:
-            pct = 100 * gbs / copy_gbs
-        else:
-            if case.shape not in roofline_ms:
-                roofline_ms[case.shape] = statistics.median(timer(op_spec.roofline(case.shape, device)))
-            pct = 100 * roofline_ms[case.shape] / ms
-        results[case.key] = {
-            "samples": samples,
-            "ms": ms,
-            "throughput": tflops if op_spec.roofline is not None else gbs,
-            "pct_roofline": pct,
-            "error": error,
-            "mode": case.mode,
-            "version": v.version,
-            "fingerprint": v.fingerprint,
-            "autotune": chosen,
-        }
-        log(f"{op} {case.key} [{case.mode}]: {ms:.4f} ms, {pct:.1f}% of {op_spec.roofline_name}, error {error:.3g}")
-        del inputs, out
+        inputs = op_spec.make_inputs(shape, dtype, device, torch.Generator().manual_seed(0), mode)
+        for case in runnable:
+            results[case.key] = _measure_case(case, inputs, device, timer, copy_gbs, roofline_ms, smoke_run)
+            log(
+                f"{op} {case.key} [{case.mode}]: {results[case.key]['ms']:.4f} ms, "
+                f"{results[case.key]['pct_roofline']:.1f}% of {op_spec.roofline_name}, "
+                f"error {results[case.key]['error']:.3g}"
+            )
+        del inputs
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -240,6 +227,38 @@ def _measure_op(op, device, timer, copy_gbs, smoke_run, log) -> dict:
         "throughput_unit": "TFLOP/s" if op_spec.roofline is not None else "GB/s",
         "cases": results,
         "skipped": skipped,
+    }
+
+
+def _measure_case(case: Case, inputs, device, timer, copy_gbs, roofline_ms, smoke_run) -> dict:
+    op_spec = spec.get(case.op)
+    v = registry.get(case.op, case.variant)
+    out = dispatch.allocate_poisoned(case.op, inputs)
+    dispatch.run(case.op, inputs, variant=v.name, out=out)  # validates, compiles and autotunes once
+    error = error_ratio(case, inputs, out)
+    chosen = tuning.chosen_configs(v.module)
+    samples = timer(_forward(v, inputs, out))
+    ms = statistics.median(samples)
+    nbytes, flops = op_spec.bytes_moved(case.shape, case.dtype), op_spec.flops(case.shape)
+    gbs, tflops = nbytes / (ms * 1e-3) / 1e9, flops / (ms * 1e-3) / 1e12
+    if smoke_run:
+        pct = float("nan")
+    elif op_spec.roofline is None:
+        pct = 100 * gbs / copy_gbs
+    else:
+        if case.shape not in roofline_ms:
+            roofline_ms[case.shape] = statistics.median(timer(op_spec.roofline(case.shape, device)))
+        pct = 100 * roofline_ms[case.shape] / ms
+    return {
+        "samples": samples,
+        "ms": ms,
+        "throughput": tflops if op_spec.roofline is not None else gbs,
+        "pct_roofline": pct,
+        "error": error,
+        "mode": case.mode,
+        "version": v.version,
+        "fingerprint": v.fingerprint,
+        "autotune": chosen,
     }
 
 
