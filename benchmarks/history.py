@@ -494,7 +494,7 @@ def cmd_publish(args) -> int:
         )
     _asv(["publish"], env=_sessions_env())
     out = html_dir(config)
-    regressions = surface_regressions(out / "regressions.json")
+    regressions = surface_regressions(out / "regressions.json", _revisions(out))
     write_provenance_page(where, out / "provenance.html")
     print(
         f"kernelwatch: HTML in {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}; "
@@ -511,22 +511,35 @@ def cmd_publish(args) -> int:
     return 0
 
 
-def surface_regressions(path: Path) -> list:
+LOWER_IS_BETTER = (".track_time", ".track_error")
+"""asv's step detection assumes lower is better; throughput and % of roofline are higher-is-better mirrors of the
+time series, so only time and error steps are reported (a time regression shows in all three graphs)."""
+
+
+def surface_regressions(path: Path, revisions: dict[int, str] | None = None) -> list:
     """Print the regressions asv's step detection found in the history (regressions.json)."""
     if not path.exists():
         return []
     with open(path) as f:
         data = json.load(f).get("regressions", [])
-    for entry in data:
-        # [benchmark, graph path, params, param index, last value, best value, [[jump commit range, before, after]]]
-        name, _graph, params, idx, _last, _best, jumps = entry[:7]
-        where = f"{name}" + (f" [{idx}]" if idx is not None else "")
-        for span, before, after in jumps:
-            print(
-                f"REGRESSION {where} {params.get('machine', '')}: {before:.4g} -> {after:.4g} "
-                f"({after / before:.2f}x) at commits {span}"
-            )
-    return data
+    found = []
+    for name, _graph, _params, _idx, _last, _best, jumps in (entry[:7] for entry in data):
+        if not name.split("(")[0].endswith(LOWER_IS_BETTER):
+            continue
+        found.append(name)
+        for _rev1, rev2, before, after in jumps:
+            at = (revisions or {}).get(rev2, f"revision {rev2}")
+            print(f"REGRESSION {name}: {before:.4g} -> {after:.4g} ({after / before:.2f}x) at {at}")
+    return found
+
+
+def _revisions(html: Path) -> dict[int, str]:
+    """asv numbers commits by their position on the branch; index.json maps them back to hashes."""
+    try:
+        with open(html / "index.json") as f:
+            return {int(rev): f"commit {sha[:8]}" for rev, sha in json.load(f).get("revision_to_hash", {}).items()}
+    except (OSError, ValueError):
+        return {}
 
 
 def write_provenance_page(results: Path, page: Path) -> None:

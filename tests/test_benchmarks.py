@@ -1,0 +1,202 @@
+"""The asv suite and the history tools, on the CPU: the suite enumerates (and runs, under the interpreter) every
+variant; the gate's verdicts and exit codes; bad results files; and the committed history publishes."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from benchmarks import history
+from kernels import benchsuite, registry, spec
+from kernels.dtypes import short
+from tests.test_registry import NEW_VARIANT
+from tests.tree import ROOT, copy_checkout
+
+registry.discover()
+ops_module = importlib.import_module("benchmarks.ops")
+
+
+def test_every_variant_is_a_benchmark_parameter() -> None:
+    for op in spec.OPS:
+        variants = registry.variants_of(op)
+        if not variants:
+            continue
+        cls = getattr(ops_module, ops_module.class_name(op))
+        names, shapes, dtypes = cls.params
+        assert names == [v.name for v in variants]
+        assert shapes == [benchsuite.shape_label(s) for s in spec.get(op).bench_shapes or spec.get(op).gpu_shapes]
+        assert dtypes == [short(d) for d in spec.get(op).bench_dtypes]
+        assert cls.version == ops_module.VERSION
+        for series in ("track_time", "track_throughput", "track_roofline", "track_error"):
+            assert getattr(cls, series).unit
+        # Every variant is timed at some shape and dtype of its op (none is only ever skipped).
+        timed = {c.variant for c in benchsuite.cases(op, smoke_run=False)}
+        assert timed == {v.name for v in variants}, f"{op}: variants never benchmarked: {set(names) - timed}"
+
+
+def test_the_issue_shapes_are_tracked() -> None:
+    assert {(4096, 4096, 4096), (8192, 8192, 8192), (1024, 1024, 65536), (16, 8192, 8192)} <= set(
+        spec.get("matmul").bench_shapes
+    )
+    assert (16384, 8192) in spec.get("softmax").bench_shapes
+
+
+def test_a_grid_point_that_is_not_a_case_says_why() -> None:
+    import torch
+
+    assert "does not support dtype" in benchsuite.why_not("matmul", "naive", (16, 8192, 8192), torch.float8_e4m3fn)
+    assert "supports 1 <= cols <= 32768" in benchsuite.why_not("softmax", "fused", (256, 131072), torch.bfloat16)
+    assert benchsuite.why_not("softmax", "fused", (16384, 8192), torch.bfloat16) is None
+
+
+def test_a_new_variant_file_is_benchmarked(tmp_path) -> None:
+    tree = copy_checkout(tmp_path)
+    shutil.copytree(ROOT / "benchmarks", tmp_path / "benchmarks", ignore=shutil.ignore_patterns("results", "host"))
+    tree.write("variants/softmax/mine.py", textwrap.dedent(NEW_VARIANT))
+    probe = "import benchmarks.ops as o; print(o.Softmax.params[0])"
+    out = tree.run("-c", probe, check=True).stdout
+    assert "'mine'" in out, out
+
+
+def test_the_suite_runs_every_case_under_the_interpreter() -> None:
+    """The CPU smoke check: asv discovers the suite, runs setup_cache and all four series for every case."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.history", "smoke"], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    total = sum(len(benchsuite.cases(op, smoke_run=True)) for op in spec.OPS)
+    assert f"ran all {total} cases" in proc.stdout
+
+
+# -- the gate ---------------------------------------------------------------------------------------------------
+
+
+def _point(value: float, spread: float, n: int = 200) -> history.Point:
+    import random
+
+    rng = random.Random(int(value * 1e6))
+    samples = [value * (1 + rng.uniform(-spread, spread)) for _ in range(n)]
+    from asv_runner.statistics import compute_stats
+
+    _, stats = compute_stats(samples, 1)
+    return history.Point("ops.Softmax.track_time", ("fused", "16384x8192", "bf16"), value, samples, stats)
+
+
+KEY = ("ops.Softmax.track_time", ("fused", "16384x8192", "bf16"))
+
+
+@pytest.mark.parametrize(
+    ("base", "head", "status"),
+    [
+        (1.00, 1.00, "unchanged"),
+        (1.00, 1.08, "regression"),
+        (1.00, 1.03, "unchanged"),  # significant, but under the factor
+        (1.08, 1.00, "improvement"),
+    ],
+)
+def test_judge_needs_both_significance_and_the_factor(base, head, status) -> None:
+    (verdict,) = history.judge({KEY: _point(base, 0.005)}, {KEY: _point(head, 0.005)}, factor=1.05)
+    assert verdict.status == status
+
+
+def test_noise_wider_than_the_change_is_not_a_regression() -> None:
+    # Two draws from one wide distribution: the ratio may pass the factor, Mann-Whitney does not call it.
+    (verdict,) = history.judge({KEY: _point(1.0, 0.5, n=6)}, {KEY: _point(1.06, 0.5, n=6)}, factor=1.05)
+    assert verdict.status == "unchanged" and not verdict.significant
+
+
+def test_a_variant_that_stops_working_is_broken() -> None:
+    failed = history.Point(KEY[0], KEY[1], None, None, None)
+    (verdict,) = history.judge({KEY: _point(1.0, 0.01)}, {KEY: failed}, factor=1.05)
+    assert verdict.status == "broken"
+
+
+def test_report_is_markdown_with_the_verdict_first() -> None:
+    verdicts = history.judge({KEY: _point(1.0, 0.005)}, {KEY: _point(1.2, 0.005)}, factor=1.05)
+    text = history.report(verdicts, "a" * 40, "b" * 40, "nvidia-h100-80gb-hbm3", 1.05, 2)
+    assert text.startswith("### kernelwatch bench-compare: FAIL")
+    assert "| Softmax(fused, 16384x8192, bf16) | 1.0000 | 1.2000 | 1.200 | yes | **regression** |" in text
+
+
+# -- results files ------------------------------------------------------------------------------------------------
+
+
+def test_a_corrupt_results_file_is_named_and_set_aside(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(history, "ROOT", tmp_path)
+    machine = tmp_path / "results" / "gpu"
+    machine.mkdir(parents=True)
+    good = machine / "aaaaaaaa-kernelwatch.json"
+    good.write_text(json.dumps({"results": {}, "version": 2}))
+    bad = machine / "bbbbbbbb-kernelwatch.json"
+    bad.write_text('{"results": {"ops.Softmax.track_time": [1.0,')  # cut off mid-write
+    found = history.check_results(tmp_path / "results")
+    assert found == [bad]
+    assert "bad results file results/gpu/bbbbbbbb-kernelwatch.json" in capsys.readouterr().err
+    history.quarantine(found)
+    assert not bad.exists() and (machine / "bbbbbbbb-kernelwatch.json.corrupt").exists() and good.exists()
+
+
+def test_provenance_survives_a_partial_rerun() -> None:
+    old = {"ops": {"softmax": {"cases": {"fused|1x1|bf16": {"version": "1.0.0"}}}}}
+    new = {"environment": {"triton": "3.6.0"}, "copy_gbs": 3000.0, "ops": {"matmul": {"cases": {}}}}
+    merged = history.merge_provenance(old, new)
+    assert set(merged["ops"]) == {"softmax", "matmul"}
+    assert merged["ops"]["matmul"]["environment"]["triton"] == "3.6.0"
+
+
+def test_committed_results_name_version_fingerprint_triton_and_autotune() -> None:
+    files = sorted((ROOT / "benchmarks" / "results").glob("*/*-kernelwatch.json"))
+    assert len({f.name.split("-")[0] for f in files}) >= 5, "the committed history covers at least 5 commits"
+    for path in files:
+        data = json.loads(path.read_text())
+        for op, record in data[history.PROVENANCE_KEY]["ops"].items():
+            assert record["environment"]["triton"] and record["environment"]["gpu"], (path, op)
+            for key, case in record["cases"].items():
+                assert case["version"] and case["fingerprint"].startswith("src1:"), (path, key)
+                assert "autotune" in case
+        autotuned = data[history.PROVENANCE_KEY]["ops"]["matmul"]["cases"]["autotuned|4096x4096x4096|bf16"]
+        assert "BLOCK" in " ".join(autotuned["autotune"].values()), autotuned
+
+
+def _full_history() -> bool:
+    shallow = subprocess.run(
+        ["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return shallow == "false"
+
+
+@pytest.mark.skipif(not _full_history(), reason="asv publish needs the full git history (clone without --depth)")
+def test_the_committed_history_publishes(tmp_path) -> None:
+    config = history.load_config()
+    config.update(
+        html_dir=str(tmp_path / "html"),
+        repo=str(ROOT),
+        results_dir=str(ROOT / config["results_dir"]),
+        benchmark_dir=str(ROOT / config["benchmark_dir"]),
+    )
+    conf = tmp_path / "asv.conf.json"
+    conf.write_text(json.dumps(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "asv", "--config", str(conf), "publish"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    index = json.loads((tmp_path / "html" / "index.json").read_text())
+    assert len(index["revision_to_hash"]) >= 5
+    graphs = list((tmp_path / "html" / "graphs").rglob("ops.Softmax.track_time.json"))
+    assert graphs and any(json.loads(g.read_text()) for g in graphs)
+    history.write_provenance_page(ROOT / config["results_dir"], tmp_path / "html" / "provenance.html")
+    assert "src1:" in (tmp_path / "html" / "provenance.html").read_text()
+
+
+def test_history_files_are_not_run_as_benchmarks() -> None:
+    # asv imports every module of benchmarks/; only ops.py may define benchmarks.
+    names = [n for n in dir(history) if n.startswith(("time_", "track_", "mem_", "peakmem_", "timeraw_"))]
+    assert names == []
+    assert not (Path(ROOT) / "benchmarks" / "host" / "__init__.py").exists()
