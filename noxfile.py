@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import nox
 
@@ -31,6 +32,9 @@ ASV = ["asv==0.6.6", "asv_runner==0.3.2"]
 TEST_DEPS = ["pytest>=8", "pytest-xdist>=3", "numpy", *ASV]
 BENCH_HOST_DEPS = ["pytest>=8", "pytest-benchmark>=5"]
 RUFF = "ruff==0.17.6"
+# actionlint's PyPI package builds by downloading its binary from GitHub, which offline machines cannot do; the
+# workflows are checked against the schema GitHub publishes (vendored in check-jsonschema) instead.
+CHECK_JSONSCHEMA = "check-jsonschema==0.39.0"
 
 
 def _install_torch_cpu(session: nox.Session) -> None:
@@ -153,10 +157,12 @@ def _missing(session: nox.Session, *modules: str) -> list[str]:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install(RUFF)
+    """ruff check, ruff format --check, and the GitHub workflows against their schema (offline)."""
+    session.install(RUFF, CHECK_JSONSCHEMA)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    workflows = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
 
 
 @nox.session
