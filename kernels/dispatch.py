@@ -74,7 +74,8 @@ def check_out(op: str, out, expected, device: torch.device) -> None:
             raise KernelInputError(f"{op}: {name} must be contiguous, got strides {o.stride()}")
 
 
-def _call_forward(variant, inputs, out, stash):
+def call_forward(variant, inputs, out, stash):
+    """The variant's launcher alone; ``stash`` is a dict when a backward will follow, None otherwise."""
     return (
         variant.forward(**inputs, out=out, stash=stash) if variant.wants_stash else variant.forward(**inputs, out=out)
     )
@@ -85,7 +86,7 @@ class _Autograd(torch.autograd.Function):
     def forward(ctx, variant, names, options, out_box, *tensors):
         inputs = dict(zip(names, tensors, strict=True)) | options
         stash: dict = {}
-        result = _call_forward(variant, inputs, out_box[0], stash)
+        result = call_forward(variant, inputs, out_box[0], stash)
         ctx.variant, ctx.names, ctx.options, ctx.stash = variant, names, options, stash
         ctx.multi = isinstance(result, tuple)
         ctx.save_for_backward(*tensors, *_as_tuple(result))
@@ -167,7 +168,7 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out=None):
     check_index_range(op, tensors)
     if not wants_grad:
         # stash=None tells a launcher that no backward will follow, so it can skip work only backward needs.
-        return _call_forward(chosen, inputs, out, None)
+        return call_forward(chosen, inputs, out, None)
     if chosen.backward is None:
         raise UnsupportedError(f"{op}: {chosen.key} has no backward ({chosen.no_backward}); use another variant")
     names = tuple(tensors)

@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from kernels import backend, dispatch, registry, spec
+from kernels import backend, benchsuite, dispatch, registry, spec
 from kernels.dtypes import short
 
 registry.discover()
@@ -26,7 +26,7 @@ if backend.name() != "cuda":
 def _tiny_case(v: registry.Variant):
     op_spec = v.spec
     dtype = next((d for d in (torch.bfloat16, *v.dtypes) if d in v.dtypes), None)
-    mode = next((m for m in v.modes if op_spec.mode_allows(m, dtype)), None)
+    mode = benchsuite.bench_mode(v, dtype)
     for shape in sorted(op_spec.gpu_shapes, key=math.prod):
         if v.unsupported_shape(tuple(shape)) is None:
             return tuple(shape), dtype, mode
