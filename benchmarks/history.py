@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -494,6 +496,7 @@ def cmd_publish(args) -> int:
         )
     _asv(["publish"], env=_sessions_env())
     out = html_dir(config)
+    make_offline(out)
     regressions = surface_regressions(out / "regressions.json", _revisions(out))
     write_provenance_page(where, out / "provenance.html")
     print(
@@ -509,6 +512,56 @@ def cmd_publish(args) -> int:
         )
         return 1
     return 0
+
+
+VENDOR = ROOT / "benchmarks" / "www_vendor"
+OFFLINE_SCRIPTS = {
+    "https://code.jquery.com/jquery-3.3.1.min.js": "jquery-3.3.1.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.min.js": "jquery.flot-0.8.3.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.time.min.js": "jquery.flot-0.8.3.time.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.selection.min.js": (
+        "jquery.flot-0.8.3.selection.min.js"
+    ),
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.categories.min.js": (
+        "jquery.flot-0.8.3.categories.min.js"
+    ),
+    "https://cdn.jsdelivr.net/npm/flot-orderbars@1.0.0/js/jquery.flot.orderBars.js": "jquery.flot.orderBars.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/stupidtable/1.0.1/stupidtable.min.js": "stupidtable.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/blueimp-md5/2.19.0/js/md5.min.js": "md5.js",
+    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/js/bootstrap.min.js": "bootstrap-3.1.0.min.js",
+    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css": "bootstrap-3.1.0.min.css",
+}
+"""The CDN URLs in asv's index.html and the local copy of each (benchmarks/www_vendor/README.md says where they come
+from), so the published history renders with no network: on a GPU box, in CI, from a file server."""
+_EXTERNAL_ASSET = re.compile(r"""<(?:script|link)\b[^>]*\b(?:src|href)=["'](https?://[^"']+)["']""")
+
+
+def make_offline(html: Path) -> None:
+    """Copy the vendored scripts beside asv's pages and point index.html at them, each with the subresource-integrity
+    hash of the local copy (asv's tags carry the CDN files' hashes, which a browser would refuse). Fails loudly when
+    asv's page asks for a script or stylesheet that has no local copy (say, after an asv upgrade), rather than
+    publish a page that renders empty offline."""
+    index = html / "index.html"
+    (html / "vendor").mkdir(exist_ok=True)
+
+    def localize(tag: re.Match) -> str:
+        text = tag.group(0)
+        for url, name in OFFLINE_SCRIPTS.items():
+            if f'"{url}"' in text:
+                shutil.copyfile(VENDOR / name, html / "vendor" / name)
+                digest = base64.b64encode(hashlib.sha384((VENDOR / name).read_bytes()).digest()).decode()
+                text = text.replace(url, f"vendor/{name}")
+                return re.sub(r'integrity="[^"]*"', f'integrity="sha384-{digest}"', text)
+        return text
+
+    text = re.sub(r"<(?:script|link)\b[^>]*>", localize, index.read_text())
+    left = _EXTERNAL_ASSET.findall(text)
+    if left:
+        raise HistoryError(
+            f"{index} still loads {', '.join(left)} from the network; add a local copy to benchmarks/www_vendor "
+            "and OFFLINE_SCRIPTS in benchmarks/history.py"
+        )
+    index.write_text(text)
 
 
 LOWER_IS_BETTER = (".track_time", ".track_error")

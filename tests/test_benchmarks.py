@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -193,6 +194,21 @@ def test_the_committed_history_publishes(tmp_path) -> None:
     assert graphs and any(json.loads(g.read_text()) for g in graphs)
     history.write_provenance_page(ROOT / config["results_dir"], tmp_path / "html" / "provenance.html")
     assert "src1:" in (tmp_path / "html" / "provenance.html").read_text()
+    # The page must render with no network: every script and stylesheet it loads is a local file.
+    history.make_offline(tmp_path / "html")
+    page = (tmp_path / "html" / "index.html").read_text()
+    assert "https://" not in "".join(re.findall(r"<(?:script|link)[^>]*>", page))
+    for local in re.findall(r'(?:src|href)="(vendor/[^"]+)"', page):
+        assert (tmp_path / "html" / local).stat().st_size > 1000, local
+
+
+def test_an_unknown_cdn_script_fails_publishing(tmp_path) -> None:
+    (tmp_path / "index.html").write_text(
+        '<script src="https://code.jquery.com/jquery-3.3.1.min.js"></script>'
+        '<script src="https://cdn.example.com/new-plot-lib.js"></script>'
+    )
+    with pytest.raises(history.HistoryError, match=r"new-plot-lib\.js from the network"):
+        history.make_offline(tmp_path)
 
 
 def test_history_files_are_not_run_as_benchmarks() -> None:
