@@ -1,4 +1,5 @@
-"""``python -m kernels``: list the registered variants, write or check variants.lock, and bench an op."""
+"""``python -m kernels``: list the registered variants, write or check variants.lock, scaffold a variant, and bench an
+op."""
 
 from __future__ import annotations
 
@@ -127,6 +128,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    from kernels import scaffold
+    from kernels.errors import RegistrationError
+
+    try:
+        path = scaffold.new_variant(args.op, args.name)
+    except RegistrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rel = path.relative_to(scaffold.ROOT)
+    print(f"wrote {rel}: {args.op}.{args.name} v0.1.0, registered and added to variants.lock")
+    print(f"it delegates to {args.op}'s naive variant until you edit it; see the steps in its docstring")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import kernels
 
@@ -143,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     p_lock.add_argument("--check", action="store_true", help="only check that the lock is current")
     p_lock.add_argument("--force", action="store_true", help="record changed kernels even without a version bump")
     p_lock.set_defaults(func=cmd_lock)
+    p_new = sub.add_parser("new", help="write variants/OP/NAME.py from a template that passes the suite as written")
+    p_new.add_argument("op")
+    p_new.add_argument("name")
+    p_new.set_defaults(func=cmd_new)
     p_bench = sub.add_parser("bench", help="time every variant of an op beside its peers (GPU only)")
     p_bench.add_argument("op")
     p_bench.add_argument("--variant", action="append", help="only this variant (repeatable)")
