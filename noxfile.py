@@ -2,7 +2,9 @@
 
 nox -s tests-cpu     correctness under Triton's interpreter (any machine, no GPU)
 nox -s tests-gpu     correctness on a CUDA GPU (uses the box's own torch and triton)
-nox -s lint          ruff
+nox -s tests-triton  the suite under every supported Triton version (interpreter on a CPU; GPU with a wheelhouse)
+nox -s lint          ruff, actionlint and the workflows' schema
+nox -s docs          the documentation site, built strictly
 nox -s lock          rewrite variants.lock after bumping variant versions
 nox -s bench         time every variant at HEAD on this GPU into the asv history (benchmarks/results)
 nox -s bench-compare -- BASE HEAD   both commits on this GPU, interleaved; exits 1 on a regression
@@ -13,6 +15,7 @@ nox -s bench-host    host overhead per call with pytest-benchmark, on a GPU
 from __future__ import annotations
 
 import os
+import runpy
 import sys
 from pathlib import Path
 
@@ -25,7 +28,9 @@ nox.options.reuse_existing_virtualenvs = True
 # CPU wheel by itself (a local wheelhouse, or a pip.conf index) nothing more is needed; elsewhere point
 # KERNELWATCH_TORCH_INDEX at https://download.pytorch.org/whl/cpu to avoid the multi-GB CUDA build.
 TORCH_CPU = "torch==2.13.0"
-TRITON_LATEST = "triton==3.9.0"
+# The supported Triton versions and each one's pins live in kernels/triton_matrix.py (plain data, no torch needed).
+TRITON_MATRIX = runpy.run_path(str(Path(__file__).parent / "kernels" / "triton_matrix.py"))
+TRITON_LATEST = f"triton=={TRITON_MATRIX['NEWEST']}"
 # asv's sample statistics and the results format the history relies on; bump together, after checking
 # benchmarks/history.py against the new versions.
 ASV = ["asv==0.6.6", "asv_runner==0.3.2"]
@@ -59,6 +64,65 @@ def tests_cpu(session: nox.Session) -> None:
     session.install(TRITON_LATEST, *TEST_DEPS)
     session.install("--no-deps", "-e", ".")
     session.run("pytest", *_workers(session, "auto"), *session.posargs, env={"TRITON_INTERPRET": "1"})
+
+
+@nox.session(name="tests-triton", venv_params=["--system-site-packages"])
+@nox.parametrize("triton", list(TRITON_MATRIX["VERSIONS"]))
+def tests_triton(session: nox.Session, triton: str) -> None:
+    """The suite under each supported Triton (`-s "tests-triton(triton='3.7.1')"` for one version, all by default).
+
+    On a CPU: installs that Triton with its pins from kernels/triton_matrix.py and runs the interpreter suite.
+    On a GPU (a CUDA device visible to the box's torch): installs nothing from the network. It runs the suite on the
+    GPU against the installed Triton when that is the version asked for, and otherwise against a wheel of that
+    version found in $KERNELWATCH_WHEELHOUSE (unpacked into a private directory put first on the path). A version
+    with neither is skipped with the reason.
+    """
+    pins = list(TRITON_MATRIX["VERSIONS"][triton])
+    if _cuda_visible(session):
+        _tests_triton_gpu(session, triton)
+        return
+    _install_torch_cpu(session)
+    session.install(f"triton=={triton}", *pins, *TEST_DEPS)
+    session.install("--no-deps", "-e", ".")
+    probe = (
+        "import triton, sys; sys.exit(0 if triton.__version__ == sys.argv[1] else f'got triton {triton.__version__}')"
+    )
+    session.run("python", "-c", probe, triton, silent=True)
+    session.run("pytest", *_workers(session, "auto"), *session.posargs, env={"TRITON_INTERPRET": "1"})
+
+
+def _cuda_visible(session: nox.Session) -> bool:
+    if _missing(session, "torch"):
+        return False
+    probe = "import torch; print(torch.cuda.is_available())"
+    return (session.run(_python(session), "-c", probe, silent=True, log=False, external=True) or "").strip() == "True"
+
+
+def _tests_triton_gpu(session: nox.Session, triton: str) -> None:
+    python = _python(session)
+    probe = "import triton; print(triton.__version__)"
+    installed = (session.run(python, "-c", probe, silent=True, log=False, external=True) or "").strip()
+    env = {"TRITON_INTERPRET": "0"}
+    if installed != triton:
+        house = os.environ.get("KERNELWATCH_WHEELHOUSE")
+        wheels = sorted(Path(house).glob(f"triton-{triton}-*.whl")) if house else []
+        if not wheels:
+            session.skip(
+                f"triton {triton}: this GPU box has triton {installed} and no wheel of {triton} in "
+                f"KERNELWATCH_WHEELHOUSE={house or '(unset)'}"
+            )
+        target = Path(session.create_tmp()) / f"triton-{triton}"
+        session.run(
+            python, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--upgrade", "--target", str(target),
+            str(wheels[0]), external=True,
+        )  # fmt: skip
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH", "")]))
+    check = (
+        "import triton, sys; sys.exit(0 if triton.__version__ == sys.argv[1] else f'got triton {triton.__version__}')"
+    )
+    session.run(python, "-c", check, triton, env=env, external=True)
+    workers = [] if _missing(session, "xdist") else _workers(session, "8")
+    session.run(python, "-m", "pytest", *workers, *session.posargs, env=env, external=True)
 
 
 @nox.session(name="tests-gpu", venv_params=["--system-site-packages"])
@@ -168,6 +232,16 @@ def lint(session: nox.Session) -> None:
     workflows = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
     session.run("actionlint", "-no-color", *workflows)
     session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+
+
+MKDOCS = ["mkdocs==1.6.1", "mkdocs-material==9.8.1", "pymdown-extensions==13.1"]
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs, material theme), built with --strict into .site/."""
+    session.install(*MKDOCS)
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

@@ -401,6 +401,57 @@ def judge(base: dict[tuple, Point], head: dict[tuple, Point], factor: float) -> 
     return verdicts
 
 
+def changed_variants(
+    base_results: Path, head_results: Path, machine: str, base: str, head: str
+) -> set[tuple[str, str]]:
+    """(benchmark class, variant) pairs whose kernel differs between the commits (another fingerprint), or that are
+    new at head, from the provenance recorded in each side's results file."""
+
+    def fingerprints(results: Path, sha: str) -> dict[tuple[str, str], str]:
+        prov = _read_provenance(results / machine / f"{sha[:8]}-{ENV_NAME}.json")
+        found = {}
+        for op, entry in prov.get("ops", {}).items():
+            for case, info in entry.get("cases", {}).items():
+                found[(_class(op), case.split("|")[0])] = info.get("fingerprint", "")
+        return found
+
+    before, after = fingerprints(base_results, base), fingerprints(head_results, head)
+    return {key for key, fp in after.items() if before.get(key) != fp}
+
+
+def versus_best(head: dict[tuple, Point], changed: set[tuple[str, str]]) -> list[str]:
+    """For each changed or new variant, each of its cases beside the fastest other variant of its op at the same shape
+    and dtype at head: what a reviewer asks of a pull request that adds a variant."""
+    rows = []
+    for (name, params), point in sorted(head.items()):
+        cls = name.split(".")[1]
+        if (cls, params[0]) not in changed or not _finite(point.value):
+            continue
+        rivals = [
+            (other.value, other_params[0])
+            for (other_name, other_params), other in head.items()
+            if other_name == name and other_params[1:] == params[1:] and other_params[0] != params[0]
+            and _finite(other.value)
+        ]  # fmt: skip
+        if not rivals:
+            continue
+        best_ms, best = min(rivals)
+        rows.append(
+            f"| {cls}({', '.join(params)}) | {_fmt(point.value)} | {best} | {_fmt(best_ms)} | "
+            f"{point.value / best_ms:.3f} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "#### Changed variants against their op's best other variant (head)",
+        "",
+        "| case | ms | best other variant | its ms | ratio |",
+        "|---|---:|---|---:|---:|",
+        *rows,
+    ]
+
+
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
@@ -467,12 +518,12 @@ def cmd_compare(args) -> int:
                     run_commit(
                         sha, source, machine, args.op, config=configs[label], results=scratch / label / "results"
                     )
-        verdicts = judge(
-            load_points(scratch / "base" / "results", machine, base),
-            load_points(scratch / "head" / "results", machine, head),
-            args.factor,
-        )
-    text = report(verdicts, base, head, machine, args.factor, args.rounds)
+        head_points = load_points(scratch / "head" / "results", machine, head)
+        verdicts = judge(load_points(scratch / "base" / "results", machine, base), head_points, args.factor)
+        changed = changed_variants(scratch / "base" / "results", scratch / "head" / "results", machine, base, head)
+    text = "\n".join(
+        [report(verdicts, base, head, machine, args.factor, args.rounds), *versus_best(head_points, changed)]
+    )
     print(text)
     if args.summary:
         with open(args.summary, "a") as f:

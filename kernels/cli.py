@@ -143,12 +143,27 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    import kernels
+def cmd_support_matrix(args: argparse.Namespace) -> int:
+    from kernels import support
 
-    if not getattr(kernels, "__kernelwatch__", False):
-        print(f"`import kernels` found {kernels.__file__}, which is not kernelwatch", file=sys.stderr)
-        return 2
+    text = support.render()
+    if args.write:
+        print(f"wrote {support.write().relative_to(support.ROOT)}")
+        return 0
+    if args.check:
+        current = support.PAGE.read_text() if support.PAGE.exists() else ""
+        if current != text:
+            print(f"{support.PAGE.relative_to(support.ROOT)} is out of date: run `python -m kernels support-matrix "
+                  "--write` and commit it", file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"{support.PAGE.relative_to(support.ROOT)} is current")
+        return 0
+    print(text, end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also used by the test that checks every command in the docs."""
     parser = argparse.ArgumentParser(prog="python -m kernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="table of ops, variants, versions, dtypes, min CC, fingerprints")
@@ -163,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     p_new.add_argument("op")
     p_new.add_argument("name")
     p_new.set_defaults(func=cmd_new)
+    p_sup = sub.add_parser("support-matrix", help="op x variant x dtype x backend x Triton version, as markdown")
+    p_sup.add_argument("--write", action="store_true", help="rewrite docs/support-matrix.md")
+    p_sup.add_argument("--check", action="store_true", help="exit 1 if docs/support-matrix.md is out of date")
+    p_sup.set_defaults(func=cmd_support_matrix)
     p_bench = sub.add_parser("bench", help="time every variant of an op beside its peers (GPU only)")
     p_bench.add_argument("op")
     p_bench.add_argument("--variant", action="append", help="only this variant (repeatable)")
@@ -173,6 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--plot", help="write a PNG of throughput against size")
     p_bench.add_argument("--json", help="write the rows, versions and fingerprints as JSON")
     p_bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import kernels
+
+    if not getattr(kernels, "__kernelwatch__", False):
+        print(f"`import kernels` found {kernels.__file__}, which is not kernelwatch", file=sys.stderr)
+        return 2
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)

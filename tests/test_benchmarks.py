@@ -126,6 +126,27 @@ def test_report_is_markdown_with_the_verdict_first() -> None:
     assert "| Softmax(fused, 16384x8192, bf16) | 1.0000 | 1.2000 | 1.200 | yes | **regression** |" in text
 
 
+def test_a_changed_variant_is_set_beside_the_best_other_variant(tmp_path) -> None:
+    machine = "gpu"
+    for sha, fingerprint in (("a" * 40, "src1:old"), ("b" * 40, "src1:new")):
+        results = tmp_path / sha[0] / machine
+        results.mkdir(parents=True)
+        cases = {
+            "fused|16384x8192|bf16": {"fingerprint": fingerprint},
+            "online|16384x8192|bf16": {"fingerprint": "src1:same"},
+        }
+        (results / f"{sha[:8]}-kernelwatch.json").write_text(
+            json.dumps({history.PROVENANCE_KEY: {"ops": {"softmax": {"cases": cases}}}})
+        )
+    changed = history.changed_variants(tmp_path / "a", tmp_path / "b", machine, "a" * 40, "b" * 40)
+    assert changed == {("Softmax", "fused")}
+    online = ("ops.Softmax.track_time", ("online", "16384x8192", "bf16"))
+    head = {KEY: _point(1.2, 0.005), online: _point(1.0, 0.005)}
+    lines = history.versus_best(head, changed)
+    assert "| Softmax(fused, 16384x8192, bf16) | 1.2000 | online | 1.0000 | 1.200 |" in lines
+    assert history.versus_best(head, set()) == []
+
+
 # -- results files ------------------------------------------------------------------------------------------------
 
 
