@@ -25,10 +25,10 @@ def rank_block(rank: int) -> int:
 
 
 @triton.jit
-def dot_fp32_lhs(lhs, rhs, acc, SPLIT: tl.constexpr):
-    """``acc + lhs @ rhs`` for an fp32 ``lhs`` (a low-rank product kept in fp32) and an ``rhs`` in the operands'
-    dtype. Rounding ``lhs`` to a 16-bit ``rhs``'s dtype would put a 16-bit error into every element of the result;
-    split into hi + lo, two values of that dtype, it keeps about twice the mantissa through two 16-bit dots."""
+def dot_split_lhs(lhs, rhs, acc, SPLIT: tl.constexpr):
+    """``acc + lhs @ rhs``. With SPLIT, ``lhs`` is fp32 (a low-rank product kept in fp32) and ``rhs`` 16-bit:
+    rounding ``lhs`` to rhs's dtype would put a 16-bit error into every element of the result; split into hi + lo,
+    two values of that dtype, it keeps about twice the mantissa through two 16-bit dots."""
     if SPLIT:
         hi = lhs.to(rhs.dtype)
         acc = tl.dot(hi, rhs, acc)
@@ -50,10 +50,7 @@ def _gemm_kernel(
         ks = k0 + tl.arange(0, BLOCK_K)
         a = load_tile(a_ptr, rows, ks, M, K, stride_am, stride_ak)
         b = load_tile(b_ptr, ks, cols, K, N, stride_bk, stride_bn)
-        if SPLIT_A:
-            acc = dot_fp32_lhs(a, b, acc, True)
-        else:
-            acc = tl.dot(a, b, acc)
+        acc = dot_split_lhs(a, b, acc, SPLIT_A)
     acc = acc * alpha
     if HAS_ADDEND:
         # The addend is an fp32 partial result: the sum is rounded once, at the store.
@@ -63,7 +60,7 @@ def _gemm_kernel(
 
 def gemm(a, b, out, *, alpha=1.0, addend=None, block_m=BLOCK_M, block_n=BLOCK_N, block_k=BLOCK_K):
     """``out = alpha * (a @ b) + addend`` for ``a[M, K]``, ``b[K, N]`` and ``out``/``addend[M, N]`` of any
-    strides, accumulated in fp32. An fp32 ``a`` with a 16-bit ``b`` goes through ``dot_fp32_lhs``."""
+    strides, accumulated in fp32. An fp32 ``a`` with a 16-bit ``b`` is split by ``dot_split_lhs``."""
     M, K = a.shape
     N = b.shape[1]
     has_addend = addend is not None

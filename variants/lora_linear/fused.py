@@ -14,7 +14,7 @@ from kernels import backend
 from kernels.dtypes import FLOATS
 from kernels.registry import register
 from kernels.tuning import autotune
-from variants.lora_linear._common import dot_fp32_lhs, lora_backward, rank_block
+from variants.lora_linear._common import dot_split_lhs, lora_backward, rank_block
 from variants.matmul._common import grouped_grid, grouped_tile, load_tile, store_tile
 
 MAX_RANK = 128
@@ -66,7 +66,7 @@ def _fused_kernel(
         # Rank columns past R load as zeros, so the padded part of `down` stays 0 and adds nothing below.
         down = tl.dot(lhs, load_tile(down_ptr, ks, ranks, K, R, stride_dk, stride_dr), down)
     up = load_tile(up_ptr, ranks, cols, R, N, stride_ur, stride_un)
-    acc = dot_fp32_lhs(down * scale, up, acc, SPLIT)
+    acc = dot_split_lhs(down * scale, up, acc, SPLIT)
     store_tile(out_ptr, acc, rows, cols, M, N, stride_om, stride_on)
 
 
