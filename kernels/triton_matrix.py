@@ -7,7 +7,10 @@ without torch. The pins come from running the suite on each version, not from gu
 
 # version -> extra requirements installed with it, each with the reason it is needed.
 VERSIONS: dict[str, dict[str, str]] = {
-    "3.6.0": {},
+    "3.6.0": {
+        "numpy<2.4": "its interpreter calls int() on one-element arrays, which numpy 2.4 made a TypeError "
+        "(https://github.com/triton-lang/triton/issues/9171, fixed for 3.7 by pull request 9172)",
+    },
     "3.7.1": {},
     "3.8.0": {},
     "3.9.0": {},

@@ -34,6 +34,9 @@ def test_expected_variants_are_registered() -> None:
         "dropout.seeded",
         "cross_entropy.naive",
         "cross_entropy.fused",
+        # Operation catalogue II (issue 5).
+        "lora_linear.naive",
+        "lora_linear.fused",
     }
     assert expected <= keys, f"missing: {sorted(expected - keys)}"
 
