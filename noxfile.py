@@ -142,12 +142,30 @@ def tests_gpu(session: nox.Session) -> None:
             session.error(f"tests-gpu: {', '.join(missing)} not importable by the python running nox")
         session.log(f"installing {', '.join(missing)} (not found on this machine)")
         session.install(*missing, "pytest-xdist")
-    env = {"TRITON_INTERPRET": "0"}
+    env = {"TRITON_INTERPRET": "0", **_gpu_spread(session)}
     gpu = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'tests-gpu: no CUDA device visible')"
     session.run(python, "-c", gpu, env=env, external=True)
     session.run(python, "-m", "kernels", "list", env=env, external=True)
-    workers = [] if _missing(session, "xdist") else _workers(session, "8")
-    session.run(python, "-m", "pytest", *workers, *session.posargs, env=env, external=True)
+    session.run(python, "-m", "pytest", *_gpu_workers(session, env), *session.posargs, env=env, external=True)
+
+
+def _gpu_spread(session: nox.Session) -> dict[str, str]:
+    """KERNELWATCH_GPUS for the run: every visible GPU (kernels/gpus.py), which the tests' workers are dealt over."""
+    gpus = runpy.run_path(str(Path(__file__).parent / "kernels" / "gpus.py"))["visible"]()
+    if len(gpus) > 1:
+        session.log(f"using {len(gpus)} GPUs: {', '.join(gpus)}")
+    return {"KERNELWATCH_GPUS": ",".join(gpus)} if gpus else {}
+
+
+def _gpu_workers(session: nox.Session, env: dict[str, str]) -> list[str]:
+    """xdist workers on a GPU box: KERNELWATCH_WORKERS_PER_GPU (default 8) per GPU, each pinned to one GPU by
+    tests/conftest.py. Correctness workers may share a GPU (they are bound by the host: references, launches); the
+    benchmarks never do. KERNELWATCH_WORKERS overrides the total."""
+    if _missing(session, "xdist"):
+        return []
+    n_gpus = max(1, len([g for g in env.get("KERNELWATCH_GPUS", "").split(",") if g]))
+    per_gpu = int(os.environ.get("KERNELWATCH_WORKERS_PER_GPU", "8"))
+    return _workers(session, str(per_gpu * n_gpus))
 
 
 def _gpu_python(session: nox.Session, *modules: str, install: list[str]) -> str:

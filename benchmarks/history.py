@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,7 +227,14 @@ def _bench_regex(ops: list[str]) -> list[str]:
 
 
 def run_commit(
-    sha: str, source: Path, machine: str, ops: list[str], *, config: Path = CONFIG, results: Path | None = None
+    sha: str,
+    source: Path,
+    machine: str,
+    ops: list[str],
+    *,
+    config: Path = CONFIG,
+    results: Path | None = None,
+    env_extra: dict[str, str] | None = None,
 ) -> Path:
     """One asv run of the suite on the kernels in ``source`` (a worktree of ``sha``), samples appended to what the
     commit already has; then the provenance is merged into the results file."""
@@ -250,6 +258,7 @@ def run_commit(
             # re-tune that lands on another config would look like a change in the kernel.
             TRITON_CACHE_AUTOTUNING="1",
         )
+        env.update(env_extra or {})
         _asv(
             [
                 "run",
@@ -308,10 +317,105 @@ def cmd_run(args) -> int:
     if _smoke():
         raise HistoryError("KERNELWATCH_BENCH_SMOKE is set: interpreter timings never go into the history")
     machine = this_machine(_sessions_env())
+    gpus = _gpus().visible()
     with worktree(sha) as source:
-        path = run_commit(sha, source, machine, args.op)
+        if len(gpus) > 1:
+            path = run_commit_spread(sha, source, machine, args.op, gpus)
+        else:
+            path = run_commit(sha, source, machine, args.op)
     print(f"kernelwatch: results for {sha[:8]} on {machine}: {path.relative_to(ROOT)}")
     return 0
+
+
+def _gpus():
+    from kernels import gpus
+
+    return gpus
+
+
+def op_weights(source: Path, ops: list[str]) -> dict[str, int]:
+    """The ops of the commit in ``source`` (or ``ops``), each weighted by its number of variant files: about how long
+    its benchmarks take. Read from the tree, not imported, so a commit with ops this checkout lacks still splits."""
+    found = sorted(p.stem for p in (source / "kernels" / "ops").glob("*.py") if not p.stem.startswith("_"))
+    weights = {}
+    for op in ops or found:
+        files = [p for p in (source / "variants" / op).glob("*.py") if not p.stem.startswith("_")]
+        weights[op] = max(1, len(files))
+    return weights
+
+
+def run_commit_spread(sha: str, source: Path, machine: str, ops: list[str], gpus: list[str]) -> Path:
+    """One asv run per GPU at once, each pinned to its GPU (CUDA_VISIBLE_DEVICES) and given its share of the ops,
+    into its own scratch results; then one results file for the commit, as a one-GPU run would have written it.
+    All GPUs must be one model: they add to one asv machine."""
+    models = _gpus_models(gpus)
+    if len(set(models)) > 1:
+        raise HistoryError(
+            f"GPUs {', '.join(gpus)} are different models ({', '.join(models)}): their timings belong to different "
+            "asv machines. Set KERNELWATCH_GPUS to GPUs of one model."
+        )
+    groups = _gpus().split(op_weights(source, ops), len(gpus))
+    main = results_dir() / machine / f"{sha[:8]}-{ENV_NAME}.json"
+    with tempfile.TemporaryDirectory(prefix="kernelwatch-spread-") as scratch:
+        jobs = []
+        for gpu, group in zip(gpus, groups, strict=False):
+            where = Path(scratch) / f"gpu{gpu}"
+            config = _scratch_config(where)
+            (where / "results" / machine).mkdir(parents=True)
+            if main.exists():  # so that asv appends this run's samples to the commit's earlier ones
+                shutil.copy2(main, where / "results" / machine / main.name)
+            jobs.append((gpu, group, config, where / "results"))
+            print(f"kernelwatch: GPU {gpu}: {', '.join(group)}", flush=True)
+
+        def one(job):
+            gpu, group, config, results = job
+            return run_commit(
+                sha, source, machine, group, config=config, results=results, env_extra={"CUDA_VISIBLE_DEVICES": gpu}
+            )
+
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            parts = list(pool.map(one, jobs))
+        merged = merge_results(main, [(path, group) for path, (_, group, _, _) in zip(parts, jobs, strict=True)])
+        main.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(jobs[0][3] / "benchmarks.json", results_dir() / "benchmarks.json")
+        if not (main.parent / "machine.json").exists():
+            shutil.copy2(jobs[0][3] / machine / "machine.json", main.parent / "machine.json")
+        write_json_atomic(main, merged)
+    return main
+
+
+def _gpus_models(gpus: list[str]) -> list[str]:
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"], capture_output=True, text=True, check=True
+    ).stdout
+    names = dict(line.split(", ", 1) for line in out.strip().splitlines())
+    return [names.get(g, "?") for g in gpus]
+
+
+def merge_results(main: Path, parts: list[tuple[Path, list[str]]]) -> dict:
+    """One asv results file from per-GPU ones: each benchmark (and its provenance) from the part that ran its op; the
+    benchmarks of ops no part ran stay as ``main`` had them."""
+    base = json.loads(main.read_text()) if main.exists() else None
+    first = json.loads(parts[0][0].read_text())
+    merged = dict(base or first)
+    for field in ("date", "env_vars", "python", "requirements", "params", "result_columns", "version"):
+        if field in first:
+            merged[field] = first[field]
+    merged["results"] = dict((base or {}).get("results", {}))
+    merged["durations"] = dict((base or {}).get("durations", {}))
+    provenance = {"ops": dict((base or {}).get(PROVENANCE_KEY, {}).get("ops", {}))}
+    for path, group in parts:
+        data = json.loads(path.read_text())
+        classes = {_class(op) for op in group}
+        for field in ("results", "durations"):
+            for name, value in data.get(field, {}).items():
+                if name.split(".")[1:2] and name.split(".")[1] in classes:
+                    merged[field][name] = value
+        for op in group:
+            if op in data.get(PROVENANCE_KEY, {}).get("ops", {}):
+                provenance["ops"][op] = data[PROVENANCE_KEY]["ops"][op]
+    merged[PROVENANCE_KEY] = provenance
+    return merged
 
 
 # -- comparing two commits ------------------------------------------------------------------------------------

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pin_worker_to_its_gpu() -> str | None:
+    """In a multi-GPU run each xdist worker sees only its own GPU. CUDA_VISIBLE_DEVICES must be set before anything
+    imports the `kernels` package (and torch with it), so kernels/gpus.py is loaded here as a plain file."""
+    spec = importlib.util.spec_from_file_location("_kernelwatch_gpus", ROOT / "kernels" / "gpus.py")
+    gpus = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpus)
+    return gpus.pin_this_worker()
+
+
+PINNED_GPU = _pin_worker_to_its_gpu()
 
 
 def _check_imports() -> None:
@@ -42,7 +55,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from kernels import backend, cases
 
+    gpus = os.environ.get("KERNELWATCH_GPUS", "")
+    spread = [f"kernelwatch: xdist workers dealt over GPUs {gpus}, one GPU per worker"] if "," in gpus else []
     return [
+        *spread,
         f"kernelwatch: {backend.describe()}",
         f"kernelwatch: input seed {cases.session_seed()} (reproduce with {cases.SEED_ENV}={cases.session_seed()})",
     ]
