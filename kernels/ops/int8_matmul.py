@@ -60,7 +60,9 @@ def _validate(inputs: spec.Inputs) -> None:
 def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-output-channel quantization of a float ``w[N, K]``: int8 values in [-127, 127] and float32
     scales with ``q * scale[:, None] ~= w``."""
-    scale = (w.abs().amax(dim=1).float() / INT8_MAX).clamp_min(1e-12)
+    # An empty row (K = 0) has no largest value: its scale is then the step of a weight of 1.
+    amax = w.abs().amax(dim=1) if w.shape[1] else torch.ones(w.shape[0], device=w.device)
+    scale = (amax.float() / INT8_MAX).clamp_min(1e-12)
     q = torch.round(w.float() / scale[:, None]).clamp(-INT8_MAX, INT8_MAX)
     # Never zeros (the suite's rule for inputs): a value that rounds to 0 becomes the smallest step of its sign, so
     # every int8 element carries a product the kernel must get right.
