@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
+from triton.runtime.errors import OutOfResources
 
 import kernels
-from kernels import backend, dispatch, memory, spec
+from kernels import backend, dispatch, known_failures, memory, spec
 from kernels.errors import KernelInputError
 from kernels.ops.int8_matmul import _PreDequantized, reference
 from kernels.tolerance import check_close
@@ -45,20 +47,40 @@ def _check(inputs, variant, *, backward=True, seed=1):
     check_close(inputs["x"].grad, ref_in["x"].grad, tol, what=f"{variant} dx")
 
 
+def _config_dtypes():
+    """f16 and f32, and bf16, the dtype decode serves, as a strict expected failure where the interpreter's bf16
+    dot gap (declared once, in kernels/known_failures.py) applies."""
+    params = [pytest.param(torch.float16, id="f16"), pytest.param(torch.float32, id="f32")]
+    gap = known_failures.lookup(
+        op="int8_matmul",
+        variant="autotuned",
+        dtype=torch.bfloat16,
+        backend=backend.name(),
+        test="test_matches_reference",
+        triton=triton.__version__,
+    )
+    marks = [pytest.mark.xfail(strict=True, reason=gap.describe())] if gap else []
+    return [*params, pytest.param(torch.bfloat16, id="bf16", marks=marks)]
+
+
 # Every config runs here, none pruned: all fit the interpreter (the widest tile, 128 x 256 x 64, is one program
-# at this shape). The generated cases run only the first under the interpreter; on a GPU the autotuner times all.
+# at this shape). The generated cases run only the first under the interpreter; on a GPU the autotuner times all,
+# and drops those that do not fit the GPU's shared memory or registers, as this test skips them, saying so.
 @pytest.mark.parametrize(
     "config",
     autotuned.CONFIGS,
     ids=lambda c: "x".join(str(c.kwargs[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")) + f"-s{c.num_stages}",
 )
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["f16", "f32"])
+@pytest.mark.parametrize("dtype", _config_dtypes())
 def test_int8_matmul_every_autotune_config(config, dtype) -> None:
     # M = 19 and N = 70 straddle the 16-row and 16- to 64-column tiles; K = 600 takes more than one 512-wide step.
     inputs = _inputs(19, 70, 600, seed=2, dtype=dtype)
     out = memory.poison_(torch.empty((19, 70), dtype=dtype, device=DEV))
-    with memory.poisoned():
-        autotuned.launch(**inputs, out=out, **config.all_kwargs())
+    try:
+        with memory.poisoned():
+            autotuned.launch(**inputs, out=out, **config.all_kwargs())
+    except OutOfResources as exc:
+        pytest.skip(f"{config} does not fit this GPU for {dtype} (the autotuner drops it too): {exc}")
     check_close(out, reference(**spec.upcast(inputs)), SPEC.tolerance(dtype), what=str(config))
 
 
