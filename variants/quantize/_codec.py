@@ -1,5 +1,5 @@
-"""The arithmetic the quantize and dequantize variants share: absmax as an integer max, the scale, and the int8
-and fp8 encoders and decoders, all in integer bit arithmetic on fp32 values.
+"""What the quantize and dequantize variants share: the tiles of their 2-D kernels, absmax as an integer max, the
+scale, and the int8 and fp8 encoders and decoders, in integer bit arithmetic on fp32 values.
 
 Why bits and not ``.to(tl.float8e4nv)``: Triton's interpreter rounds float -> fp8 casts wrongly (ties away from
 zero, a lost carry: https://github.com/triton-lang/triton/issues/8322) and its fp8 -> fp32 cast reads the NaN and
@@ -13,6 +13,8 @@ An underscore module: it registers nothing.
 import triton
 import triton.language as tl
 
+from kernels import backend
+
 # Format codes for the kernels' FORMAT constexpr.
 INT8 = tl.constexpr(0)
 E4M3 = tl.constexpr(1)
@@ -22,6 +24,39 @@ GRANULARITY_CODE = {"tensor": 0, "row": 1, "block": 2}
 TENSOR = tl.constexpr(0)
 ROW = tl.constexpr(1)
 BLOCK = tl.constexpr(2)
+BLOCK_SCALE_COLS = 128
+
+
+# -- tiles of the 2-D kernels (quantize and dequantize) ------------------------------------------------------------
+def _config(block_rows, block_cols, warps):
+    return triton.Config({"BLOCK_ROWS": block_rows, "BLOCK_COLS": block_cols}, num_warps=warps)
+
+
+# Tiles of 2K to 16K elements. Block scales need BLOCK_COLS = 128 (one scale per tile row); the tensor-scale
+# kernels may also take wider tiles.
+TILE_CONFIGS = [
+    _config(32, 128, 4),
+    _config(64, 128, 8),
+    _config(128, 128, 8),
+    _config(16, 128, 4),
+    _config(8, 512, 4),
+    _config(16, 512, 8),
+    _config(8, 1024, 8),
+]
+
+
+def prune_tiles(configs, named_args, **kwargs):
+    if kwargs.get("GRANULARITY", named_args.get("GRANULARITY")) == GRANULARITY_CODE["block"]:
+        configs = [c for c in configs if c.kwargs["BLOCK_COLS"] == BLOCK_SCALE_COLS]
+    # Under the interpreter a config is run, not timed: one is enough to test the kernel's code.
+    return configs[:1] if backend.interpreting() else configs
+
+
+def tile_grid(meta, rows, cols):
+    return (triton.cdiv(rows, meta["BLOCK_ROWS"]), triton.cdiv(cols, meta["BLOCK_COLS"]))
+
+
+# -- arithmetic -----------------------------------------------------------------------------------------------------
 
 
 @triton.jit

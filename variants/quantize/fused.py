@@ -14,7 +14,6 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import backend
 from kernels.dtypes import FLOATS
 from kernels.ops import _quant
 from kernels.registry import register
@@ -55,35 +54,7 @@ def _row_kernel(
             tl.store(q_row + start + cols, code.to(q_ptr.dtype.element_ty), mask=mask)
 
 
-def _config(block_rows, block_cols, warps):
-    return triton.Config({"BLOCK_ROWS": block_rows, "BLOCK_COLS": block_cols}, num_warps=warps)
-
-
-# Tiles of 2K to 16K elements. Block scales need BLOCK_COLS = 128 (one scale per tile row); the tensor-scale
-# kernels may also take wider tiles.
-CONFIGS = [
-    _config(32, 128, 4),
-    _config(64, 128, 8),
-    _config(128, 128, 8),
-    _config(16, 128, 4),
-    _config(8, 512, 4),
-    _config(16, 512, 8),
-    _config(8, 1024, 8),
-]
-
-
-def _prune(configs, named_args, **kwargs):
-    if kwargs.get("GRANULARITY", named_args.get("GRANULARITY")) == _codec.BLOCK:
-        configs = [c for c in configs if c.kwargs["BLOCK_COLS"] == _quant.BLOCK]
-    # Under the interpreter a config is run, not timed: one is enough to test the kernel's code.
-    return configs[:1] if backend.interpreting() else configs
-
-
-def _grid(meta, rows, cols):
-    return (triton.cdiv(rows, meta["BLOCK_ROWS"]), triton.cdiv(cols, meta["BLOCK_COLS"]))
-
-
-@autotune(configs=CONFIGS, key=["n_rows", "n_cols"], prune_configs_by={"early_config_prune": _prune})
+@autotune(configs=_codec.TILE_CONFIGS, key=["n_rows", "n_cols"], prune_configs_by={"early_config_prune": _codec.prune_tiles})
 @triton.jit
 def _tensor_absmax_kernel(
     x_ptr, absmax_ptr, stride_xr, n_rows, n_cols,
@@ -97,7 +68,7 @@ def _tensor_absmax_kernel(
     tl.atomic_max(absmax_ptr, tl.max(tl.max(_codec.abs_bits(x), axis=1), axis=0))
 
 
-@autotune(configs=CONFIGS, key=["n_rows", "n_cols", "FORMAT"], prune_configs_by={"early_config_prune": _prune})
+@autotune(configs=_codec.TILE_CONFIGS, key=["n_rows", "n_cols", "FORMAT"], prune_configs_by={"early_config_prune": _codec.prune_tiles})
 @triton.jit
 def _tile_kernel(
     x_ptr, absmax_ptr, q_ptr, scale_ptr, stride_xr, stride_qr, n_rows, n_cols,
@@ -146,10 +117,10 @@ def quantize_fused(x, qdtype, granularity, *, out):
     if granularity == "tensor":
         # Zeros, not poisoned scratch: the atomic max folds into it.
         absmax = torch.zeros((1,), dtype=torch.int32, device=x.device)
-        _tensor_absmax_kernel[lambda meta: _grid(meta, rows, cols)](
+        _tensor_absmax_kernel[lambda meta: _codec.tile_grid(meta, rows, cols)](
             x, absmax, x.stride(0), rows, cols, GRANULARITY=granularity_code
         )
-    _tile_kernel[lambda meta: _grid(meta, rows, cols)](
+    _tile_kernel[lambda meta: _codec.tile_grid(meta, rows, cols)](
         x, absmax, code_view(q), scale, x.stride(0), q.stride(0), rows, cols,
         FORMAT=fmt, GRANULARITY=granularity_code,
     )  # fmt: skip
