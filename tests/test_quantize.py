@@ -45,8 +45,10 @@ def _check_exact(x, mode, variant):
     assert torch.equal(_bits(q).cpu(), _bits(want_q)), f"{variant} {mode}: codes differ from the reference"
     got, want = scale.cpu(), want_scale.float()
     same_nan = torch.equal(torch.isnan(got), torch.isnan(want))
-    assert same_nan and torch.equal(got.nan_to_num(nan=0.0, posinf=0.0), want.nan_to_num(nan=0.0, posinf=0.0)) and (
-        torch.equal(torch.isinf(got), torch.isinf(want))
+    assert (
+        same_nan
+        and torch.equal(got.nan_to_num(nan=0.0, posinf=0.0), want.nan_to_num(nan=0.0, posinf=0.0))
+        and (torch.equal(torch.isinf(got), torch.isinf(want)))
     ), f"{variant} {mode}: scales differ from fp32(absmax / max)"
     return q, scale
 

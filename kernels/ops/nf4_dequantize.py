@@ -68,9 +68,13 @@ def _validate(inputs: spec.Inputs) -> None:
     absmax = require_tensor("nf4_dequantize", "absmax", inputs["absmax"])
     shape = inputs["shape"]
     if packed.dtype != torch.uint8:
-        raise KernelInputError(f"nf4_dequantize: packed must be torch.uint8 (two 4-bit codes a byte), got {packed.dtype}")
+        raise KernelInputError(
+            f"nf4_dequantize: packed must be torch.uint8 (two 4-bit codes a byte), got {packed.dtype}"
+        )
     if absmax.dtype != torch.float32:
-        raise KernelInputError(f"nf4_dequantize: absmax must be torch.float32 (one per block of 64), got {absmax.dtype}")
+        raise KernelInputError(
+            f"nf4_dequantize: absmax must be torch.float32 (one per block of 64), got {absmax.dtype}"
+        )
     if inputs["dtype"] not in FLOATS:
         raise KernelInputError(
             f"nf4_dequantize: dtype must be torch.float32, float16 or bfloat16, got {inputs['dtype']!r}"
@@ -81,8 +85,7 @@ def _validate(inputs: spec.Inputs) -> None:
         raise KernelInputError(f"nf4_dequantize: shape must be a tuple of non-negative ints, got {shape!r}")
     if not packed.is_contiguous() or not absmax.is_contiguous():
         raise KernelInputError(
-            f"nf4_dequantize: packed and absmax must be contiguous, got strides {packed.stride()} and "
-            f"{absmax.stride()}"
+            f"nf4_dequantize: packed and absmax must be contiguous, got strides {packed.stride()} and {absmax.stride()}"
         )
     n = _count(shape)
     if n % 2:

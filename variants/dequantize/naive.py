@@ -39,9 +39,7 @@ def _scale_kernel(
     tl.store(out_ptr + row.to(tl.int64) * stride_or + cols, (values * scale).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@register(
-    op="dequantize", name="naive", version="1.0.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD
-)
+@register(op="dequantize", name="naive", version="1.0.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
 def dequantize_naive(q, scale, granularity, dtype, *, out):
     """Two passes: decode the codes to fp32 scratch, then multiply by per-element scale lookups and cast."""
     rows, cols = q.shape
@@ -52,7 +50,5 @@ def dequantize_naive(q, scale, granularity, dtype, *, out):
     # A scale column index of cols // SCALE_COLS: 0 for row and tensor scales (SCALE_COLS past any column).
     scale_cols = _quant.BLOCK if granularity == "block" else 2**30
     scale_stride_r = 0 if granularity == "tensor" else scale.stride(0)
-    _scale_kernel[grid](
-        values, scale, out, out.stride(0), cols, scale_stride_r, SCALE_COLS=scale_cols, BLOCK=BLOCK
-    )
+    _scale_kernel[grid](values, scale, out, out.stride(0), cols, scale_stride_r, SCALE_COLS=scale_cols, BLOCK=BLOCK)
     return out

@@ -54,7 +54,9 @@ def _row_kernel(
             tl.store(q_row + start + cols, code.to(q_ptr.dtype.element_ty), mask=mask)
 
 
-@autotune(configs=_codec.TILE_CONFIGS, key=["n_rows", "n_cols"], prune_configs_by={"early_config_prune": _codec.prune_tiles})
+@autotune(
+    configs=_codec.TILE_CONFIGS, key=["n_rows", "n_cols"], prune_configs_by={"early_config_prune": _codec.prune_tiles}
+)
 @triton.jit
 def _tensor_absmax_kernel(
     x_ptr, absmax_ptr, stride_xr, n_rows, n_cols,
@@ -68,7 +70,11 @@ def _tensor_absmax_kernel(
     tl.atomic_max(absmax_ptr, tl.max(tl.max(_codec.abs_bits(x), axis=1), axis=0))
 
 
-@autotune(configs=_codec.TILE_CONFIGS, key=["n_rows", "n_cols", "FORMAT"], prune_configs_by={"early_config_prune": _codec.prune_tiles})
+@autotune(
+    configs=_codec.TILE_CONFIGS,
+    key=["n_rows", "n_cols", "FORMAT", "GRANULARITY"],
+    prune_configs_by={"early_config_prune": _codec.prune_tiles},
+)
 @triton.jit
 def _tile_kernel(
     x_ptr, absmax_ptr, q_ptr, scale_ptr, stride_xr, stride_qr, n_rows, n_cols,
@@ -94,9 +100,7 @@ def _tile_kernel(
     tl.store(q_ptr + rows[:, None].to(tl.int64) * stride_qr + cols[None, :], code.to(q_ptr.dtype.element_ty), mask=mask)
 
 
-@register(
-    op="quantize", name="fused", version="1.0.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD
-)
+@register(op="quantize", name="fused", version="1.0.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
 def quantize_fused(x, qdtype, granularity, *, out):
     """One pass per row (row scales) or per 1 x 128 block tile; tensor scales take an atomic-max pass first."""
     q, scale = out

@@ -69,9 +69,7 @@ def code_view(q: torch.Tensor) -> torch.Tensor:
     return q if q.dtype == torch.int8 else q.view(torch.uint8)
 
 
-@register(
-    op="quantize", name="naive", version="1.0.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD
-)
+@register(op="quantize", name="naive", version="1.0.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
 def quantize_naive(x, qdtype, granularity, *, out):
     """Two passes: a group-absmax kernel into scratch, then a scale-and-convert kernel; x is read twice."""
     q, scale = out
