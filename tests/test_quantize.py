@@ -216,14 +216,21 @@ def test_quantize_nan_and_inf_poison_their_group_only(variant, fmt, granularity)
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("granularity", _quant.GRANULARITIES)
-def test_quantize_all_zero_group_gets_scale_one(variant, granularity) -> None:
+def test_quantize_zero_and_tiny_groups_get_the_floor_scale(variant, granularity) -> None:
+    # Row 1 all zeros, row 2 so small (about 1e-39, fp32 subnormals included) that absmax / FMAX is below 2**-126:
+    # both get the floor scale 2**-126, whose reciprocal is finite. Zeros code to 0; the tiny row to codes below
+    # FMAX that still round-trip within half a step. (A tensor scale's group is the whole tensor: all of it tiny.)
     x = _x(3, 128, seed=6, dtype=torch.float32).cpu()
-    # A tensor scale's group is the whole tensor; a row's and a block's, row 1 (all of it).
     if granularity == "tensor":
-        x.zero_()
+        x *= 1e-39
     x[1] = 0.0
+    x[2] = x[2] * 1e-39
     q, scale = _check_exact(x.to(DEV), f"int8_{granularity}", variant)
-    assert scale.cpu()[0 if granularity == "tensor" else 1].eq(1.0).all() and (q.cpu()[1] == 0).all()
+    floor_rows = slice(None) if granularity == "tensor" else slice(1, 3)
+    assert torch.all(scale.cpu()[floor_rows] == 2.0**-126) and torch.all(q.cpu()[1] == 0)
+    assert q.cpu()[2].abs().max() < 127
+    back = kernels.dequantize(q, scale, granularity=granularity, dtype=torch.float32, variant=variant).cpu()
+    assert torch.all((back[2].double() - x[2].double()).abs() <= 0.5 * 2.0**-126 * (1 + 2.0**-20))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

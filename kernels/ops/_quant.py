@@ -6,15 +6,21 @@ shape [1, 1], [rows, 1] and [rows, cols / 128], so tensor and row scales broadca
 
 The definition, exactly, for a group (the tensor, a row or a block) of x:
 
-    absmax = max |x| over the group            (NaN if the group holds a NaN, inf if it holds an inf)
-    scale  = fp32(absmax / FMAX), or 1 for an all-zero group (so q = 0 and dequantization gives exact zeros)
-    q      = encode(fp32(x / scale))           (the quotient is formed in fp32, rounded once, IEEE)
+    absmax = max |x| over the group              (NaN if the group holds a NaN, inf if it holds an inf)
+    scale  = max(fp32(absmax / FMAX), 2**-126)   (IEEE division; the floor: see below)
+    q      = encode(fp32(x * fp32(1 / scale)))   (IEEE reciprocal once per group, then one fp32 multiply)
 
-encode rounds to nearest, ties to even, and saturates to [-FMAX, FMAX] (int8 symmetric, [-127, 127]). The quotient
-of a finite group never leaves that range by more than fp32 rounding, so saturation only catches that rounding.
+encode rounds to nearest, ties to even, and saturates to [-FMAX, FMAX] (int8 symmetric, [-127, 127]). The scaled
+value of a finite group never leaves that range by more than fp32 rounding, so saturation only catches that.
+Multiplying by the reciprocal rather than dividing costs one multiply per element where an IEEE division costs
+about ten instructions, which a kernel running at memory speed cannot spare; the value differs from x / scale by
+at most an fp32 ulp, and the float64 reference forms exactly the same one. The floor 2**-126 (fp32's smallest
+normal) keeps every scale normal, so its reciprocal is finite and flush-to-zero arithmetic never meets it: a group
+whose absmax is below 2**-126 * FMAX (only fp32 or bf16 data so tiny) gets codes below FMAX, and an all-zero group
+gets codes 0, both dequantizing to within half a step as usual.
 A NaN or inf anywhere in a group makes its scale NaN or inf: every finite element then quantizes to +-0 and every
-non-finite one to NaN (inf / inf), which e4m3 and e5m2 encode as 0x7F (the canonical NaN torch's cast writes for a
-positive NaN; the sign of a NaN made by inf / inf differs between CPUs and GPUs, so it is not kept) and int8, having
+non-finite one to NaN (inf * 0), which e4m3 and e5m2 encode as 0x7F (the canonical NaN torch's cast writes for a
+positive NaN; the sign of a NaN made by inf * 0 differs between CPUs and GPUs, so it is not kept) and int8, having
 no NaN, as 0. Either way every element of such a group dequantizes to NaN (0 * inf and 0 * NaN are NaN): the
 damage is confined to the group and never silent. (torch's own ``.to(float8_e4m3fn)`` saturates inf to 448 in
 torch 2.13 but wrote NaN for values past 480 in earlier releases; the rule above needs neither.)
@@ -33,6 +39,8 @@ FMAX: dict[str, float] = {"e4m3": 448.0, "e5m2": 57344.0, "int8": 127.0}
 FP8_GRID: dict[str, tuple[int, int]] = {"e4m3": (3, -6), "e5m2": (2, -14)}
 GRANULARITIES = ("row", "block", "tensor")
 BLOCK = 128
+MIN_SCALE = 2.0**-126
+"""fp32's smallest normal number: the smallest scale."""
 """Elements per block scale, along a row (the 1 x 128 activation blocks of DeepSeek-V3-style fp8 training)."""
 # Row-wise fp8 first: the bench times each variant in the first mode it declares.
 MODES = tuple(f"{fmt}_{gran}" for fmt in FORMATS for gran in GRANULARITIES)
@@ -107,12 +115,14 @@ def reference_quantize(x: torch.Tensor, fmt: str, granularity: str) -> tuple[tor
     """The float64 reference quantizer: (q as float64 values, scale in float64 before its rounding to fp32)."""
     x = x.to(torch.float64)
     amax = absmax(x, granularity)
-    scale = torch.where(amax == 0, torch.ones_like(amax), amax / FMAX[fmt])
-    # q is defined from the stored fp32 scale. A float64 quotient of two fp32 values rounded to fp32 is the
-    # correctly rounded fp32 quotient (53 >= 2 * 24 + 2 bits: double rounding is innocuous for division), which is
-    # what the kernels' IEEE fp32 division gives: the codes can then be compared exactly.
+    scale = (amax / FMAX[fmt]).clamp(min=MIN_SCALE)
+    # q is defined from the stored fp32 scale, through its fp32 reciprocal. A float64 quotient of fp32 values
+    # rounded to fp32 is the correctly rounded fp32 quotient (53 >= 2 * 24 + 2 bits: double rounding is innocuous
+    # for division), and a float64 product of two fp32 values is exact: rounded to fp32, it is the fp32 product.
+    # So this is bit for bit what the kernels compute, and the codes can be compared exactly.
     stored = scale.to(torch.float32).to(torch.float64)
-    quotient = (x / expand_scale(stored, x.shape[1], granularity)).to(torch.float32).to(torch.float64)
+    inverse = (1.0 / stored).to(torch.float32).to(torch.float64)
+    quotient = (x * expand_scale(inverse, x.shape[1], granularity)).to(torch.float32).to(torch.float64)
     if fmt == "int8":
         q = torch.round(quotient.clamp(-FMAX[fmt], FMAX[fmt]))
         q = torch.where(torch.isnan(quotient), torch.zeros_like(q), q)

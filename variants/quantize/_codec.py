@@ -25,6 +25,8 @@ TENSOR = tl.constexpr(0)
 ROW = tl.constexpr(1)
 BLOCK = tl.constexpr(2)
 BLOCK_SCALE_COLS = 128
+# fp32's smallest normal number, the smallest scale.
+MIN_SCALE = tl.constexpr(2.0**-126)
 
 
 # -- tiles of the 2-D kernels (quantize and dequantize) ------------------------------------------------------------
@@ -68,15 +70,18 @@ def abs_bits(x):
 
 @triton.jit
 def scale_of(absmax_bits, FMAX: tl.constexpr):
-    """fp32(absmax / FMAX), IEEE-rounded; an all-zero group gets 1 so that q = 0 and nothing divides by zero."""
+    """max(fp32(absmax / FMAX), 2**-126), the division IEEE-rounded (``/`` may be approximate on the GPU). The floor
+    keeps every scale a normal number with a finite reciprocal (an all-zero group gets it and codes 0); a NaN or
+    inf absmax passes through, since comparisons with NaN are false."""
     absmax = absmax_bits.to(tl.float32, bitcast=True)
-    return tl.where(absmax_bits == 0, 1.0, tl.math.div_rn(absmax, tl.full(absmax.shape, FMAX, tl.float32)))
+    scale = tl.math.div_rn(absmax, tl.full(absmax.shape, FMAX, tl.float32))
+    return tl.where(scale < MIN_SCALE, MIN_SCALE, scale)
 
 
 @triton.jit
-def quotient(x, scale):
-    """fp32(x / scale), IEEE-rounded on every backend (``/`` may be approximate), with ``scale`` broadcast to x."""
-    return tl.math.div_rn(x.to(tl.float32), tl.broadcast_to(scale, x.shape))
+def inverse(scale):
+    """fp32(1 / scale), IEEE-rounded: one division per group, so each element then costs one multiply."""
+    return tl.math.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)
 
 
 @triton.jit

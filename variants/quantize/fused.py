@@ -38,7 +38,7 @@ def _row_kernel(
         x = tl.load(x_row + cols, mask=mask, other=0.0)
         scale = _codec.scale_of(tl.max(_codec.abs_bits(x), axis=0), _codec.fmax_of(FORMAT))
         tl.store(scale_ptr + row, scale)
-        code = _codec.encode(_codec.quotient(x, scale), FORMAT)
+        code = _codec.encode(x.to(tl.float32) * _codec.inverse(scale), FORMAT)
         tl.store(q_row + cols, code.to(q_ptr.dtype.element_ty), mask=mask)
     else:
         acc = tl.zeros([BLOCK_COLS], dtype=tl.int32)
@@ -47,10 +47,11 @@ def _row_kernel(
             acc = tl.maximum(acc, _codec.abs_bits(x))
         scale = _codec.scale_of(tl.max(acc, axis=0), _codec.fmax_of(FORMAT))
         tl.store(scale_ptr + row, scale)
+        inv_scale = _codec.inverse(scale)
         for start in range(0, n_cols, BLOCK_COLS):
             mask = start + cols < n_cols
             x = tl.load(x_row + start + cols, mask=mask, other=0.0)
-            code = _codec.encode(_codec.quotient(x, scale), FORMAT)
+            code = _codec.encode(x.to(tl.float32) * inv_scale, FORMAT)
             tl.store(q_row + start + cols, code.to(q_ptr.dtype.element_ty), mask=mask)
 
 
@@ -88,15 +89,16 @@ def _tile_kernel(
     mask = row_in[:, None] & (cols[None, :] < n_cols)
     x = tl.load(x_ptr + rows[:, None].to(tl.int64) * stride_xr + cols[None, :], mask=mask, other=0.0)
     if GRANULARITY == _codec.BLOCK:
-        # BLOCK_COLS is 128: each tile row is one block. Padding rows read 0 and get scale 1, never stored.
+        # BLOCK_COLS is 128: each tile row is one block. Padding rows read 0; their scales are never stored.
         scale = _codec.scale_of(tl.max(_codec.abs_bits(x), axis=1), _codec.fmax_of(FORMAT))
         tl.store(scale_ptr + rows * tl.num_programs(1) + pid_c, scale, mask=row_in)
-        scale = scale[:, None]
+        inv_scale = _codec.inverse(scale)[:, None]
     else:
         scale = _codec.scale_of(tl.load(absmax_ptr), _codec.fmax_of(FORMAT))
         if (pid_r == 0) & (pid_c == 0):
             tl.store(scale_ptr, scale)
-    code = _codec.encode(_codec.quotient(x, scale), FORMAT)
+        inv_scale = _codec.inverse(scale)
+    code = _codec.encode(x.to(tl.float32) * inv_scale, FORMAT)
     tl.store(q_ptr + rows[:, None].to(tl.int64) * stride_qr + cols[None, :], code.to(q_ptr.dtype.element_ty), mask=mask)
 
 

@@ -1,6 +1,6 @@
 """quantize, naive: two passes, as an eager framework makes them. An absmax kernel writes every group's absmax to
 scratch (for a tensor scale, per row, then a one-program reduction of the rows); a scale-and-convert kernel then
-reads x again, divides by the group's scale and encodes. x is read twice."""
+reads x again, multiplies by the reciprocal of the group's scale and encodes. x is read twice."""
 
 import torch
 import triton
@@ -54,13 +54,14 @@ def _scale_convert_kernel(
             tl.store(scale_ptr, scale)
     else:
         tl.store(scale_ptr + index, scale)
+    inv_scale = _codec.inverse(scale)
     offsets = tl.arange(0, BLOCK_COLS)
     x_group = x_ptr + row.to(tl.int64) * stride_xr + group * group_len
     q_group = q_ptr + row.to(tl.int64) * stride_qr + group * group_len
     for start in range(0, group_len, BLOCK_COLS):
         mask = start + offsets < group_len
         x = tl.load(x_group + start + offsets, mask=mask, other=0.0)
-        code = _codec.encode(_codec.quotient(x, scale), FORMAT)
+        code = _codec.encode(x.to(tl.float32) * inv_scale, FORMAT)
         tl.store(q_group + start + offsets, code.to(q_ptr.dtype.element_ty), mask=mask)
 
 
