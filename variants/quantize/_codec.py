@@ -69,12 +69,18 @@ def abs_bits(x):
 
 
 @triton.jit
-def scale_of(absmax_bits, FMAX: tl.constexpr):
+def scale_of(absmax_bits, FORMAT: tl.constexpr):
     """max(fp32(absmax / FMAX), 2**-126), the division IEEE-rounded (``/`` may be approximate on the GPU). The floor
     keeps every scale a normal number with a finite reciprocal (an all-zero group gets it and codes 0); a NaN or
     inf absmax passes through, since comparisons with NaN are false."""
     absmax = absmax_bits.to(tl.float32, bitcast=True)
-    scale = tl.math.div_rn(absmax, tl.full(absmax.shape, FMAX, tl.float32))
+    if FORMAT == INT8:
+        fmax = tl.full(absmax.shape, 127.0, tl.float32)
+    elif FORMAT == E4M3:
+        fmax = tl.full(absmax.shape, 448.0, tl.float32)
+    else:
+        fmax = tl.full(absmax.shape, 57344.0, tl.float32)
+    scale = tl.math.div_rn(absmax, fmax)
     return tl.where(scale < MIN_SCALE, MIN_SCALE, scale)
 
 
@@ -82,16 +88,6 @@ def scale_of(absmax_bits, FMAX: tl.constexpr):
 def inverse(scale):
     """fp32(1 / scale), IEEE-rounded: one division per group, so each element then costs one multiply."""
     return tl.math.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)
-
-
-@triton.jit
-def fmax_of(FORMAT: tl.constexpr):
-    if FORMAT == INT8:
-        return 127.0
-    elif FORMAT == E4M3:
-        return 448.0
-    else:
-        return 57344.0
 
 
 @triton.jit

@@ -36,7 +36,7 @@ def _row_kernel(
     if ONE_TILE:
         mask = cols < n_cols
         x = tl.load(x_row + cols, mask=mask, other=0.0)
-        scale = _codec.scale_of(tl.max(_codec.abs_bits(x), axis=0), _codec.fmax_of(FORMAT))
+        scale = _codec.scale_of(tl.max(_codec.abs_bits(x), axis=0), FORMAT)
         tl.store(scale_ptr + row, scale)
         code = _codec.encode(x.to(tl.float32) * _codec.inverse(scale), FORMAT)
         tl.store(q_row + cols, code.to(q_ptr.dtype.element_ty), mask=mask)
@@ -45,7 +45,7 @@ def _row_kernel(
         for start in range(0, n_cols, BLOCK_COLS):
             x = tl.load(x_row + start + cols, mask=start + cols < n_cols, other=0.0)
             acc = tl.maximum(acc, _codec.abs_bits(x))
-        scale = _codec.scale_of(tl.max(acc, axis=0), _codec.fmax_of(FORMAT))
+        scale = _codec.scale_of(tl.max(acc, axis=0), FORMAT)
         tl.store(scale_ptr + row, scale)
         inv_scale = _codec.inverse(scale)
         for start in range(0, n_cols, BLOCK_COLS):
@@ -90,11 +90,11 @@ def _tile_kernel(
     x = tl.load(x_ptr + rows[:, None].to(tl.int64) * stride_xr + cols[None, :], mask=mask, other=0.0)
     if GRANULARITY == _codec.BLOCK:
         # BLOCK_COLS is 128: each tile row is one block. Padding rows read 0; their scales are never stored.
-        scale = _codec.scale_of(tl.max(_codec.abs_bits(x), axis=1), _codec.fmax_of(FORMAT))
+        scale = _codec.scale_of(tl.max(_codec.abs_bits(x), axis=1), FORMAT)
         tl.store(scale_ptr + rows * tl.num_programs(1) + pid_c, scale, mask=row_in)
         inv_scale = _codec.inverse(scale)[:, None]
     else:
-        scale = _codec.scale_of(tl.load(absmax_ptr), _codec.fmax_of(FORMAT))
+        scale = _codec.scale_of(tl.load(absmax_ptr), FORMAT)
         if (pid_r == 0) & (pid_c == 0):
             tl.store(scale_ptr, scale)
         inv_scale = _codec.inverse(scale)

@@ -48,7 +48,7 @@ def _scale_convert_kernel(
     group = tl.program_id(1)
     # A tensor scale is element 0 of the reduced absmax, and program (0, 0) alone writes it.
     index = 0 if TENSOR_SCALE else row * groups_per_row + group
-    scale = _codec.scale_of(tl.load(absmax_ptr + index), _codec.fmax_of(FORMAT))
+    scale = _codec.scale_of(tl.load(absmax_ptr + index), FORMAT)
     if TENSOR_SCALE:
         if row == 0:
             tl.store(scale_ptr, scale)
