@@ -111,7 +111,7 @@ def quantize_fused(x, qdtype, granularity, *, out):
     if granularity == "row":
         one_tile = cols <= MAX_TILE_COLS
         block_cols = triton.next_power_of_2(cols) if one_tile else 4096
-        # About 16 to 32 elements per thread.
+        # 16 elements per thread, fewer for rows shorter than 512.
         warps = max(1, min(16, block_cols // 512))
         _row_kernel[(rows,)](
             x, code_view(q), scale, x.stride(0), q.stride(0), cols,
