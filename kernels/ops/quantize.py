@@ -4,7 +4,8 @@
 
 x is fp32, fp16 or bf16 with contiguous columns (any row stride). ``scale = absmax / FMAX`` per group (FMAX is 127,
 448 or 57344) and ``q = round_to_nearest_even(x / scale)``, saturated, with x / scale formed as x times the fp32
-reciprocal of the scale: the exact rule, with NaN, inf and the smallest scale, is in kernels/ops/_quant.py. Modes are ``<format>_<granularity>``, e.g. ``int8_row``, ``e4m3_block``, ``e5m2_tensor``.
+reciprocal of the scale: the exact rule, with NaN, inf and the smallest scale, is in kernels/ops/_quant.py. Modes
+are ``<format>_<granularity>``, e.g. ``int8_row``, ``e4m3_block``, ``e5m2_tensor``.
 Quantization has no gradient (its derivative is zero almost everywhere), so the op has no backward.
 """
 
