@@ -1,0 +1,1 @@
+"""Variants of the dequantize op (spec: kernels/ops/dequantize.py)."""

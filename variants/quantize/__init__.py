@@ -1,0 +1,1 @@
+"""Variants of the quantize op (spec: kernels/ops/quantize.py)."""
