@@ -108,9 +108,7 @@ def test_conv2d_relu_side_matches_float64() -> None:
     """The reference takes ReLU's side from the kernel's output (see kernels/ops/conv2d.py); here the side itself
     is checked: zero exactly where the float64 pre-activation is clearly negative, positive where clearly positive."""
     inputs = _inputs(2, 6, 9, 9, 8, 3, 3, bias=True, relu=True, padding=1, dtype=torch.float32, seed=8)
-    pre = F.conv2d(
-        inputs["x"].double(), inputs["weight"].double(), inputs["bias"].double(), padding=inputs["padding"]
-    )
+    pre = F.conv2d(inputs["x"].double(), inputs["weight"].double(), inputs["bias"].double(), padding=inputs["padding"])
     for variant in ("naive", "fused"):
         y = kernels.conv2d(**inputs, variant=variant).double()
         clear = pre.abs() > 1e-3
@@ -220,11 +218,11 @@ def test_conv2d_integer_input() -> None:
     inputs = _bad(bias=None)
     inputs["x"] = inputs["x"].to(torch.int32)
     inputs["weight"] = inputs["weight"].to(torch.int32)
-    with pytest.raises(KernelInputError, match="x must be a floating-point tensor, got torch.int32"):
+    with pytest.raises(KernelInputError, match=r"x must be a floating-point tensor, got torch\.int32"):
         kernels.conv2d(**inputs)
 
 
 def test_conv2d_float64_is_unsupported() -> None:
     inputs = {k: (v.double() if torch.is_tensor(v) else v) for k, v in _bad().items()}
-    with pytest.raises(UnsupportedError, match="does not support dtype torch.float64; it supports f32, f16, bf16"):
+    with pytest.raises(UnsupportedError, match=r"does not support dtype torch\.float64; it supports f32, f16, bf16"):
         kernels.conv2d(**inputs)

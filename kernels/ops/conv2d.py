@@ -164,13 +164,13 @@ def _mode_of(i: spec.Inputs) -> str:
 
 
 def _pq(s: spec.Shape) -> tuple[int, int]:
-    N, C, H, W, K, R, S, stride, dilation = s
+    _, _, H, W, _, R, S, stride, dilation = s
     pad = _same_padding(R, dilation)
     return (H + 2 * pad - dilation * (R - 1) - 1) // stride + 1, (W + 2 * pad - dilation * (S - 1) - 1) // stride + 1
 
 
 def _flops(s: spec.Shape) -> int:
-    N, C, H, W, K, R, S = s[:7]
+    N, C, _, _, K, R, S = s[:7]
     P, Q = _pq(s)
     return 2 * N * K * P * Q * C * R * S
 

@@ -163,8 +163,7 @@ def _wgrad_partial_kernel(
     tl.store(part_ptr + offs, acc, mask=k_ok[:, None] & c_ok[None, :])
     if HAS_BIAS:
         # Every (r, s, c-tile) program sees the same dy; the first one writes dbias's partial.
-        if tl.program_id(1) == 0:
-            tl.store(bias_part_ptr + split * K + ks, bias_acc, mask=k_ok)
+        tl.store(bias_part_ptr + split * K + ks, bias_acc, mask=k_ok & (tl.program_id(1) == 0))
 
 
 @triton.jit
