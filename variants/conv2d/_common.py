@@ -161,9 +161,11 @@ def _wgrad_partial_kernel(
     KCRS = K * C * R * S
     offs = split * KCRS + ks[:, None] * (C * R * S) + cs[None, :] * (R * S) + r * S + s
     tl.store(part_ptr + offs, acc, mask=k_ok[:, None] & c_ok[None, :])
-    if HAS_BIAS:
+    # A compile-time branch, then a run-time one: Triton cannot join a constexpr and a tensor with `and`.
+    if HAS_BIAS:  # noqa: SIM102
         # Every (r, s, c-tile) program sees the same dy; the first one writes dbias's partial.
-        tl.store(bias_part_ptr + split * K + ks, bias_acc, mask=k_ok & (tl.program_id(1) == 0))
+        if tl.program_id(1) == 0:
+            tl.store(bias_part_ptr + split * K + ks, bias_acc, mask=k_ok)
 
 
 @triton.jit
