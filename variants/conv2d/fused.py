@@ -26,12 +26,14 @@ def _config(bm, bn, bk, stages, warps):
 
 
 # ResNet-50's layers have K of 64 to 2048 and C*R*S of 64 to 4608 with N*P*Q from 1568 (conv5_x at batch 32) to
-# 100352 (conv2_x): wide tiles for the large-N*P*Q layers, narrow ones (more programs) for 7x7 maps and K = 64.
+# 100352 (conv2_x): wide tiles for the large-N*P*Q layers, 64 columns for K = 64, small tiles (more programs) for
+# the 7x7 maps, where 128 x 128 tiles would leave most of an H100's 132 SMs idle.
 # BLOCK_K = 64 matches the smallest channel count, so no 64-channel layer loads padding channels.
 CONFIGS = [
     _config(128, 128, 64, 4, 8),
     _config(128, 256, 64, 3, 8),
     _config(256, 128, 64, 3, 8),
+    _config(256, 64, 64, 3, 8),
     _config(128, 64, 64, 4, 4),
     _config(64, 128, 64, 4, 4),
     _config(64, 64, 64, 5, 4),
