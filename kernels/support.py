@@ -90,7 +90,7 @@ def render() -> str:
         below = f", fixed in {entry.triton_below}" if entry.triton_below else ", unfixed"
         dtypes = ", ".join(short(d) for d in entry.dtypes) if entry.dtypes else "every dtype"
         out.append(
-            f"{n}. **{entry.op}.{entry.variants}** ({dtypes}; {entry.backend}; Triton {entry.triton_min}+{below}): "
+            f"{n}. **{', '.join(entry.variants)}** ({dtypes}; {entry.backend}; Triton {entry.triton_min}+{below}): "
             f"{entry.reason}. Tests: {', '.join(entry.tests)}. <{entry.link}>"
         )
     return "\n".join(out).rstrip() + "\n"

@@ -9,27 +9,31 @@ from kernels import cases, known_failures, registry
 registry.discover()
 
 
-@pytest.mark.parametrize("entry", known_failures.KNOWN_FAILURES, ids=lambda e: f"{e.op}-{e.variants}-{e.backend}")
+@pytest.mark.parametrize("entry", known_failures.KNOWN_FAILURES, ids=lambda e: f"{e.variants[0]}-{e.backend}")
 def test_entry_is_well_formed(entry: known_failures.KnownFailure) -> None:
     assert entry.link.startswith("https://github.com/"), "each entry links the upstream issue"
     assert entry.reason
     assert entry.backend in ("interpreter", "cuda")
-    names = [v.name for v in registry.variants_of(entry.op)]
-    assert any(known_failures.fnmatch.fnmatchcase(n, entry.variants) for n in names), "pattern matches no variant"
-    matched = [
-        c
-        for c in cases.cases(entry.backend)
-        if c.op == entry.op
-        and known_failures.fnmatch.fnmatchcase(c.variant.name, entry.variants)
-        and (entry.dtypes is None or c.dtype in entry.dtypes)
-    ]
-    assert matched, "the entry matches no test case: remove it"
+    keys = [v.key for v in registry.all_variants()]
+    for pattern in entry.variants:
+        assert any(known_failures.fnmatch.fnmatchcase(k, pattern) for k in keys), f"{pattern} matches no variant"
+        matched = [
+            c
+            for c in cases.cases(entry.backend)
+            if known_failures.fnmatch.fnmatchcase(c.variant.key, pattern)
+            and (entry.dtypes is None or c.dtype in entry.dtypes)
+        ]
+        assert matched, f"{pattern}: the entry matches no test case: narrow or remove it"
+
+
+def test_each_upstream_bug_is_declared_once() -> None:
+    links = [(e.link, e.backend, e.triton_min, e.triton_below) for e in known_failures.KNOWN_FAILURES]
+    assert len(links) == len(set(links)), "one entry per upstream bug: add the variants to its existing entry"
 
 
 def test_version_bounds() -> None:
     entry = known_failures.KnownFailure(
-        op="matmul",
-        variants="*",
+        variants=("matmul.*",),
         dtypes=None,
         backend="interpreter",
         tests=("test_backward",),

@@ -20,6 +20,8 @@ def test_cells_follow_the_contract_and_the_manifest() -> None:
     assert support.cell(fp8, "sm_80", "3.9.0", notes) == "— (needs sm_89)"
     assert support.cell(fp8, "sm_90", "3.9.0", notes).startswith("e4m3")
     naive = registry.get("matmul", "naive")
-    gap = next(e for e in known_failures.KNOWN_FAILURES if e.op == "matmul" and torch.bfloat16 in (e.dtypes or ()))
+    gap = next(
+        e for e in known_failures.KNOWN_FAILURES if e.covers("matmul", "naive") and torch.bfloat16 in (e.dtypes or ())
+    )
     assert f"bf16 ✗{notes[gap]}" in support.cell(naive, "interpreter", "3.9.0", notes)
     assert "✗" not in support.cell(naive, "sm_90", "3.9.0", notes)
