@@ -20,6 +20,11 @@ from variants.attention._flash import launch_forward
     version="1.0.0",
     dtypes=(torch.float8_e4m3fn,),
     min_cc=(8, 9),
+    # A strict expected failure cannot say it: with one key the probability is exactly 1, the cast is exact and
+    # the smallest CPU case would pass.
+    interpreter="the interpreter's fp32 -> e4m3 cast of the probabilities rounds wrongly and drops the carry when "
+    "rounding overflows the mantissa (126.24 gives 64, not 128): https://github.com/triton-lang/triton/issues/8322, "
+    "fix in https://github.com/triton-lang/triton/pull/11897",
     no_backward="fp8 attention is inference-only: e4m3 operands carry no gradient",
 )
 def attention_fp8(q, k, v, causal, scale, q_scale, k_scale, v_scale, *, out):
