@@ -75,7 +75,7 @@ def test_attention_default_and_explicit_scale(variant) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_attention_strided_bshd_inputs(variant) -> None:
     # The [batch, seq, heads, head_dim] layout most models keep, read through .transpose(1, 2) without a copy.
-    B, Hq, Hkv, Sq, Sk, D = 2, 2, 1, 13, 21, 16
+    B, Hq, Hkv, Sq, Sk, D = 2, 4, 2, 13, 21, 16
     gen = torch.Generator().manual_seed(5)
     q = spec.randn((B, Sq, Hq, D), DTYPE, DEV, gen).transpose(1, 2)
     k = spec.randn((B, Sk, Hkv, D), DTYPE, DEV, gen).transpose(1, 2)
@@ -146,7 +146,7 @@ def _bad(**changes):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"k": _randn(1, 2, 6, 32), "v": _randn(1, 2, 6, 32)}, r"head_dim of q \(16\) and of k and v \(32\) must match"),
+        ({"k": _randn(1, 2, 6, 32), "v": _randn(1, 2, 6, 32)}, r"head_dim of q \(16\) and of k and v \(32\) must"),
         ({"k": _randn(1, 3, 6, 16), "v": _randn(1, 3, 6, 16)}, r"4 query heads must be a multiple of the 3 key/value"),
         ({"v": _randn(1, 2, 7, 16)}, r"k and v must have the same shape.*k\(1, 2, 6, 16\) and v\(1, 2, 7, 16\)"),
         ({"v": _randn(1, 2, 6, 32)}, r"k and v must have the same shape"),

@@ -220,16 +220,17 @@ SPEC = spec.define(
                 reason="tl.dot rounds float32 operands to tf32 (10-bit mantissa) on tensor cores by default",
             ),
             torch.float16: tolerance.override(
-                atol=2e-3,
+                atol=5e-3,
                 rtol=tolerance.RESOLUTION[torch.float16].rtol,
-                reason="the probabilities are rounded to fp16 before the P @ V product (as FlashAttention and eager "
-                "fp16 attention do): an output near 0 keeps a few fp16 ulps of O(1) terms",
+                reason="P (forward) and dS (backward) are rounded to fp16 before their tensor-core products, as "
+                "FlashAttention and eager fp16 attention round them; a gradient element near 0 sums Sq x group such "
+                "products of O(1) terms, each off by up to half an fp16 ulp (measured up to 2.6e-3 on the CPU cases)",
             ),
             torch.bfloat16: tolerance.override(
-                atol=1e-2,
+                atol=4e-2,
                 rtol=tolerance.RESOLUTION[torch.bfloat16].rtol,
-                reason="the probabilities are rounded to bf16 before the P @ V product (as FlashAttention and eager "
-                "bf16 attention do): an output near 0 keeps a few bf16 ulps (2**-8) of O(1) terms",
+                reason="P (forward) and dS (backward) are rounded to bf16 before their tensor-core products, as "
+                "FlashAttention and eager bf16 attention round them: the fp16 bound scaled by bf16's 8x coarser ulp",
             ),
             torch.float8_e4m3fn: tolerance.override(
                 atol=6e-2,

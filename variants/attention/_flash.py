@@ -18,6 +18,7 @@ import triton.language as tl
 
 from kernels import backend
 
+
 @triton.jit
 def _attend_tiles(
     acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
@@ -31,10 +32,7 @@ def _attend_tiles(
         # k is read as its transpose [HEAD_DIM, BLOCK_N] so that q @ k_t is a plain dot.
         k_ptrs = k_base + cols[None, :] * stride_kn + dims[:, None] * stride_kd
         v_ptrs = v_base + cols[:, None] * stride_vn + dims[None, :] * stride_vd
-        if MASKED:
-            k_t = tl.load(k_ptrs, mask=cols[None, :] < seq_k, other=0.0)
-        else:
-            k_t = tl.load(k_ptrs)
+        k_t = tl.load(k_ptrs, mask=cols[None, :] < seq_k, other=0.0) if MASKED else tl.load(k_ptrs)
         s = tl.dot(q, k_t) * qk_scale
         if MASKED:
             visible = cols[None, :] < seq_k
@@ -47,17 +45,12 @@ def _attend_tiles(
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        if MASKED:
-            v = tl.load(v_ptrs, mask=cols[:, None] < seq_k, other=0.0)
-        else:
-            v = tl.load(v_ptrs)
+        v = tl.load(v_ptrs, mask=cols[:, None] < seq_k, other=0.0) if MASKED else tl.load(v_ptrs)
         acc = acc * alpha[:, None]
-        if FP8:
-            # Probabilities in [0, 1] times 256 before the cast to e4m3 (max 448): the small ones stay above
-            # e4m3's subnormal range (2**-6) instead of losing their last bits; the sum is divided back at the end.
-            acc = tl.dot((p * 256.0).to(v.dtype), v, acc)
-        else:
-            acc = tl.dot(p.to(v.dtype), v, acc)
+        # fp8: probabilities in [0, 1] times 256 before the cast to e4m3 (max 448), so the small ones stay above
+        # e4m3's subnormal range (2**-6) instead of losing their last bits; the sum is divided back at the end.
+        p_cast = (p * 256.0).to(v.dtype) if FP8 else p.to(v.dtype)
+        acc = tl.dot(p_cast, v, acc)
         m_i = m_new
     return acc, l_i, m_i
 
