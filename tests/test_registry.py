@@ -37,6 +37,7 @@ def test_expected_variants_are_registered() -> None:
         # Operation catalogue II (issue 5).
         "lora_linear.naive",
         "lora_linear.fused",
+        *(f"attention.{n}" for n in ("naive", "flash", "flash_autotuned", "fp8")),
     }
     assert expected <= keys, f"missing: {sorted(expected - keys)}"
 

@@ -113,15 +113,17 @@ def flash_forward_kernel(
         tl.store(lse_ptr + bh.to(tl.int64) * seq_q + rows, m_i + tl.math.log2(l_i), mask=row_ok)
 
 
-def forward_config(head_dim: int) -> tuple[int, int, int, int]:
+def forward_config(head_dim: int, itemsize: int) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the untuned forward: FlashAttention-2's Hopper/Ampere choice
-    of 128 query rows per program and 64-key tiles, 8 warps for 128-wide heads. Under the interpreter, small tiles
-    that still take several steps over the odd test lengths (and make BLOCK_M != BLOCK_N)."""
+    of 128 query rows per program and 64-key tiles (128 for fp8, whose tiles take half the shared memory), 8 warps
+    for 128-wide heads; fp32 tiles are halved to fit shared memory. Under the interpreter, small tiles that still
+    take several steps over the odd test lengths (and make BLOCK_M != BLOCK_N)."""
     if backend.interpreting():
         return 32, 16, 4, 1
-    if head_dim >= 128:
-        return 128, 64, 8, 3
-    return 128, 64, 4, 3
+    if itemsize == 4:
+        return 64, 32, 4, 2
+    block_n = 128 if itemsize == 1 else 64
+    return 128, block_n, 8 if head_dim >= 128 else 4, 3
 
 
 def launch_forward(q, k, v, out, *, causal, scale, lse=None, fp8_scales=None, kernel=None, config=None):
@@ -139,7 +141,7 @@ def launch_forward(q, k, v, out, *, causal, scale, lse=None, fp8_scales=None, ke
         # An autotuned kernel picks BLOCK_M itself: the grid asks for it.
         kernel[lambda meta: (triton.cdiv(Sq, meta["BLOCK_M"]), B * Hq)](*args, **flags)
         return out
-    block_m, block_n, num_warps, num_stages = config or forward_config(D)
+    block_m, block_n, num_warps, num_stages = config or forward_config(D, q.element_size())
     grid = (triton.cdiv(Sq, block_m), B * Hq)
     flash_forward_kernel[grid](
         *args, **flags, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages
