@@ -233,10 +233,11 @@ SPEC = spec.define(
                 "FlashAttention and eager bf16 attention round them: the fp16 bound scaled by bf16's 8x coarser ulp",
             ),
             torch.float8_e4m3fn: tolerance.override(
-                atol=6e-2,
-                rtol=6e-2,
-                reason="the probabilities are rounded to e4m3 (3 mantissa bits) for the fp8 P @ V product, as fp8 "
-                "attention kernels do; the operands themselves are exact in the reference",
+                atol=8e-2,
+                rtol=8e-2,
+                reason="the probabilities are rounded to e4m3 (3 mantissa bits, up to 6% off) for the fp8 P @ V "
+                "product, as fp8 attention kernels do; the operands themselves are exact in the reference. A correctly "
+                "rounded CPU emulation of the kernel reached 0.86 of a 6e-2 bound at (2, 3, 3, 63, 63, 128, causal)",
             ),
         },
         default_variant="flash",
