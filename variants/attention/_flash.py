@@ -20,10 +20,22 @@ from kernels import backend
 
 
 @triton.jit
+def _round_to_e4m3_grid(x):
+    """Non-negative fp32 ``x`` rounded to nearest-even with e4m3's 3 mantissa bits, carrying into the exponent; the
+    cast of the result to e4m3 is then exact. Used only under the interpreter, whose own fp32 -> fp8 downcast
+    drops that carry (126.24 gives 64, not 128: https://github.com/triton-lang/triton/issues/8322, fixed by
+    https://github.com/triton-lang/triton/pull/11897); GPUs round in the cvt instruction."""
+    bits = x.to(tl.int32, bitcast=True)
+    bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -0x100000
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _attend_tiles(
     acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
     rows, lo, hi, seq_k, qk_scale,
-    MASKED: tl.constexpr, CAUSAL: tl.constexpr, FP8: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr, CAUSAL: tl.constexpr, FP8: tl.constexpr, ROUND_FP8_P: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     dims = tl.arange(0, HEAD_DIM)
     for start_n in range(lo, hi, BLOCK_N):
@@ -49,7 +61,11 @@ def _attend_tiles(
         acc = acc * alpha[:, None]
         # fp8: probabilities in [0, 1] times 256 before the cast to e4m3 (max 448), so the small ones stay above
         # e4m3's subnormal range (2**-6) instead of losing their last bits; the sum is divided back at the end.
-        p_cast = (p * 256.0).to(v.dtype) if FP8 else p.to(v.dtype)
+        if FP8:
+            p_fp8 = _round_to_e4m3_grid(p * 256.0) if ROUND_FP8_P else p * 256.0
+            p_cast = p_fp8.to(v.dtype)
+        else:
+            p_cast = p.to(v.dtype)
         acc = tl.dot(p_cast, v, acc)
         m_i = m_new
     return acc, l_i, m_i
@@ -60,7 +76,7 @@ def flash_forward_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, scales_ptr, sm_scale, num_heads, group, seq_q, seq_k,
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
-    CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, FP8: tl.constexpr,
+    CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, FP8: tl.constexpr, ROUND_FP8_P: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     start_m = tl.program_id(0) * BLOCK_M
@@ -94,11 +110,11 @@ def flash_forward_kernel(
         hi = seq_k
     acc, l_i, m_i = _attend_tiles(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, rows, 0, lo, seq_k, qk_scale,
-        MASKED=False, CAUSAL=CAUSAL, FP8=FP8, HEAD_DIM=HEAD_DIM, BLOCK_N=BLOCK_N,
+        MASKED=False, CAUSAL=CAUSAL, FP8=FP8, ROUND_FP8_P=ROUND_FP8_P, HEAD_DIM=HEAD_DIM, BLOCK_N=BLOCK_N,
     )  # fmt: skip
     acc, l_i, m_i = _attend_tiles(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, rows, lo, hi, seq_k, qk_scale,
-        MASKED=True, CAUSAL=CAUSAL, FP8=FP8, HEAD_DIM=HEAD_DIM, BLOCK_N=BLOCK_N,
+        MASKED=True, CAUSAL=CAUSAL, FP8=FP8, ROUND_FP8_P=ROUND_FP8_P, HEAD_DIM=HEAD_DIM, BLOCK_N=BLOCK_N,
     )  # fmt: skip
 
     if FP8:
@@ -136,7 +152,14 @@ def launch_forward(q, k, v, out, *, causal, scale, lse=None, fp8_scales=None, ke
         q, k, v, out, lse, fp8_scales, sm_scale, Hq, Hq // Hkv, Sq, Sk,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
     )  # fmt: skip
-    flags = {"CAUSAL": bool(causal), "STORE_LSE": lse is not None, "FP8": fp8_scales is not None, "HEAD_DIM": D}
+    fp8 = fp8_scales is not None
+    flags = {
+        "CAUSAL": bool(causal),
+        "STORE_LSE": lse is not None,
+        "FP8": fp8,
+        "ROUND_FP8_P": fp8 and backend.interpreting(),
+        "HEAD_DIM": D,
+    }
     if kernel is not None:
         # An autotuned kernel picks BLOCK_M itself: the grid asks for it.
         kernel[lambda meta: (triton.cdiv(Sq, meta["BLOCK_M"]), B * Hq)](*args, **flags)
