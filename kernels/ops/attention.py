@@ -188,10 +188,11 @@ SPEC = spec.define(
         problem_shape=_problem_shape,
         validate=_validate,
         operand_dtype=lambda i: i["q"].dtype,
-        # Kept tiny: the interpreter runs every tile op in numpy. One query and one key; grouped-query heads with
-        # Sq < Sk, causal; seq 63 (no tile divides it), two batches; Sq > Sk, causal, with 4 query heads on 2.
+        # Kept tiny: the interpreter runs every tile op in numpy. One query and one key (head_dim 32, the smallest
+        # fp8 takes, so the benchmarks' smoke run covers fp8 too); grouped-query heads with Sq < Sk, causal, at
+        # head_dim 16; seq 63 (no tile divides it), two batches; Sq > Sk, causal, with 4 query heads on 2.
         cpu_shapes=[
-            (1, 1, 1, 1, 1, 16, NO_MASK),
+            (1, 1, 1, 1, 1, 32, NO_MASK),
             (1, 2, 1, 17, 33, 16, CAUSAL),
             (2, 2, 2, 63, 63, 32, NO_MASK),
             (1, 4, 2, 33, 17, 32, CAUSAL),

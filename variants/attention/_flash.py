@@ -79,7 +79,10 @@ def flash_forward_kernel(
     CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr, FP8: tl.constexpr, ROUND_FP8_P: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    start_m = tl.program_id(0) * BLOCK_M
+    # With a causal mask the last query tiles do the most work: launch them first, so that the short ones fill
+    # the tail of the grid instead of leaving SMs idle behind a long one.
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
+    start_m = pid_m * BLOCK_M
     bh = tl.program_id(1)
     batch, head = bh // num_heads, bh % num_heads
     # Grouped-query attention: `group` consecutive query heads read one key/value head.

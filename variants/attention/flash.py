@@ -200,7 +200,9 @@ def _dq_kernel(
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr,
 ):  # fmt: skip
-    start_m = tl.program_id(0) * BLOCK_M2
+    # Longest programs first, as in the forward.
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
+    start_m = pid_m * BLOCK_M2
     bh = tl.program_id(1)
     batch, head = bh // num_heads, bh % num_heads
     kv_head = head // group

@@ -23,6 +23,8 @@ from variants.attention._flash import launch_forward
     version="1.0.0",
     dtypes=(torch.float8_e4m3fn,),
     min_cc=(8, 9),
+    # fp8 tensor-core instructions reduce over 32 elements at a time: Q K^T needs a head_dim of at least 32.
+    limits={"D": (32, 128)},
     no_backward="fp8 attention is inference-only: e4m3 operands carry no gradient",
 )
 def attention_fp8(q, k, v, causal, scale, q_scale, k_scale, v_scale, *, out):
