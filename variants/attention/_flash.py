@@ -145,8 +145,8 @@ def forward_config(head_dim: int, itemsize: int) -> tuple[int, int, int, int]:
     return 128, block_n, 8 if head_dim >= 128 else 4, 3
 
 
-def launch_forward(q, k, v, out, *, causal, scale, lse=None, fp8_scales=None, kernel=None, config=None):
-    """Run ``kernel`` (default: flash_forward_kernel with ``config`` or forward_config's) over q, k, v of any
+def launch_forward(q, k, v, out, *, causal, scale, lse=None, fp8_scales=None, kernel=None):
+    """Run ``kernel`` (default: flash_forward_kernel with forward_config's tiles) over q, k, v of any
     strides into ``out``; with ``lse`` ([B * Hq, Sq] fp32) it also stores the base-2 logsumexp of each row."""
     B, Hq, Sq, D = q.shape
     Hkv, Sk = k.shape[1], k.shape[2]
@@ -167,7 +167,7 @@ def launch_forward(q, k, v, out, *, causal, scale, lse=None, fp8_scales=None, ke
         # An autotuned kernel picks BLOCK_M itself: the grid asks for it.
         kernel[lambda meta: (triton.cdiv(Sq, meta["BLOCK_M"]), B * Hq)](*args, **flags)
         return out
-    block_m, block_n, num_warps, num_stages = config or forward_config(D, q.element_size())
+    block_m, block_n, num_warps, num_stages = forward_config(D, q.element_size())
     grid = (triton.cdiv(Sq, block_m), B * Hq)
     flash_forward_kernel[grid](
         *args, **flags, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages
