@@ -63,7 +63,15 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
     KnownFailure(
         # Every variant whose forward or backward runs tl.dot on bf16 tiles. conv2d's naive direct convolution has
         # no tl.dot and passes bf16 in the interpreter.
-        variants=("matmul.*", "lora_linear.*", "int8_matmul.*", "conv2d.implicit_gemm", "conv2d.fused"),
+        variants=(
+            "matmul.*",
+            "lora_linear.*",
+            "int8_matmul.*",
+            "conv2d.implicit_gemm",
+            "conv2d.fused",
+            "attention.*",
+            "windowed_rope_attention.*",
+        ),
         dtypes=(torch.bfloat16,),
         backend="interpreter",
         tests=VALUE_TESTS,

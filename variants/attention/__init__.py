@@ -1,0 +1,1 @@
+"""Variants of the attention op (spec: kernels/ops/attention.py)."""
