@@ -70,7 +70,9 @@ def _validate(inputs: spec.Inputs) -> None:
     tensors = dict(zip(NAMES, (q1, k1, q2, k2, v), strict=True))
     if any(t.dim() != 4 for t in tensors.values()):
         shapes = ", ".join(f"{n}{tuple(t.shape)}" for n, t in tensors.items())
-        raise KernelInputError(f"{op}: q1, k1, q2, k2 and v must all be 4-D [batch, heads, seq, head_dim], got {shapes}")
+        raise KernelInputError(
+            f"{op}: q1, k1, q2, k2 and v must all be 4-D [batch, heads, seq, head_dim], got {shapes}"
+        )
     if q1.shape != q2.shape:
         raise KernelInputError(f"{op}: q1 {list(q1.shape)} and q2 {list(q2.shape)} must have the same shape")
     if k1.shape != k2.shape:

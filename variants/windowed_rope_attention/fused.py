@@ -96,7 +96,9 @@ def _key_regions(m0, window, near_from, BLOCK_M: tl.constexpr, BLOCK_N: tl.const
 
 
 @autotune(
-    configs=FWD_CONFIGS, key=["S", "HEAD_DIM", "BLEND"], prune_configs_by={"early_config_prune": _interpreter_keeps_small}
+    configs=FWD_CONFIGS,
+    key=["S", "HEAD_DIM", "BLEND"],
+    prune_configs_by={"early_config_prune": _interpreter_keeps_small},
 )
 @triton.jit
 def _fwd_kernel(
@@ -304,7 +306,9 @@ def _dq_key_blocks(
 
 
 @autotune(
-    configs=DQ_CONFIGS, key=["S", "HEAD_DIM", "BLEND"], prune_configs_by={"early_config_prune": _interpreter_keeps_small}
+    configs=DQ_CONFIGS,
+    key=["S", "HEAD_DIM", "BLEND"],
+    prune_configs_by={"early_config_prune": _interpreter_keeps_small},
 )
 @triton.jit
 def _bwd_dq_kernel(
@@ -359,7 +363,9 @@ def _strides(*tensors):
 def _backward(inputs, out, grad_out):
     q1, k1, q2, k2, v = (inputs[n] for n in ("q1", "k1", "q2", "k2", "v"))
     B, H, S, D = q1.shape
-    scale, near_from, inv_transition, blend = scalars(q1, inputs["window"], inputs.get("transition", 0), inputs.get("scale"))
+    scale, near_from, inv_transition, blend = scalars(
+        q1, inputs["window"], inputs.get("transition", 0), inputs.get("scale")
+    )
     lse = inputs["stash"]["lse"]
     delta = memory.empty((B * H, S), dtype=torch.float32, device=q1.device)
     block_d = head_block(D)
