@@ -160,13 +160,16 @@ SPEC = spec.define(
         # seq 63 with window 100: the first encoding alone, a ragged last block; seq 63 with window 1: the second
         # encoding everywhere but the diagonal.
         cpu_shapes=[(1, 1, 1, 16, 1), (1, 2, 17, 16, 5), (2, 1, 63, 32, 100), (1, 1, 63, 32, 1)],
+        # The float64 reference holds several [B, H, S, S] matrices: 4 x 32 x 4096^2 of them would not fit a GPU,
+        # so the bench shape is checked here at 4 heads.
         gpu_shapes=[
             (1, 1, 1, 16, 1),
             (2, 3, 129, 64, 37),
+            (1, 2, 333, 80, 50),
             (1, 2, 1000, 128, 1),
             (2, 4, 1023, 64, 100000),
             (1, 8, 2048, 128, 256),
-            (4, 32, 4096, 128, 512),
+            (1, 4, 4096, 128, 512),
         ],
         # A 4k context with a 512-token window of the trained encoding, at Llama's 32 heads of 128.
         bench_shapes=[(4, 32, 4096, 128, 512)],
