@@ -37,6 +37,8 @@ def test_expected_variants_are_registered() -> None:
         # Operation catalogue II (issue 5).
         "lora_linear.naive",
         "lora_linear.fused",
+        "windowed_rope_attention.naive",
+        "windowed_rope_attention.fused",
     }
     assert expected <= keys, f"missing: {sorted(expected - keys)}"
 
