@@ -27,18 +27,27 @@ def _config(bm, bn, warps, stages):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
 
 
-# FA2's tiles on Hopper: a 128-query block for long sequences, smaller ones for head dim 128 in fp32 or for few
-# query blocks. The forward and dq kernels need BLOCK_M % BLOCK_N == 0 (the diagonal starts on a key block),
-# the dk/dv kernel BLOCK_N % BLOCK_M == 0. Configs that do not fit are dropped by the autotuner.
+# FA2's tiles on Hopper, narrowed by what sm_90 register files hold: compiled with Triton for bf16 at head dim 128,
+# these need at most 255 registers a thread with no or few bytes spilled (the straddling blocks keep two score
+# tiles live, and dk/dv three accumulators). Wider ones (a 128 x 128 forward, a 32 x 128 dk/dv) spilled hundreds of
+# bytes. The forward and dq kernels need BLOCK_M % BLOCK_N == 0 (the diagonal starts on a key block), the dk/dv
+# kernel BLOCK_N % BLOCK_M == 0. The last of each list is the interpreter's; configs that do not fit (fp32 tiles)
+# are dropped by the autotuner.
 FWD_CONFIGS = [
-    _config(128, 64, 8, 3),
-    _config(128, 32, 4, 3),
-    _config(64, 64, 4, 3),
+    _config(128, 64, 8, 2),
+    _config(128, 32, 8, 3),
+    _config(64, 64, 8, 3),
     _config(64, 32, 4, 2),
     _config(32, 16, 4, 1),
 ]
-DQ_CONFIGS = [_config(128, 32, 8, 2), _config(64, 32, 4, 2), _config(64, 16, 4, 2), _config(32, 16, 4, 1)]
-DKDV_CONFIGS = [_config(32, 128, 8, 2), _config(32, 64, 4, 2), _config(16, 64, 4, 2), _config(16, 32, 4, 1)]
+DQ_CONFIGS = [_config(64, 32, 8, 2), _config(128, 32, 8, 2), _config(64, 16, 4, 2), _config(32, 16, 4, 1)]
+DKDV_CONFIGS = [
+    _config(16, 64, 8, 2),
+    _config(16, 128, 8, 2),
+    _config(32, 64, 8, 2),
+    _config(32, 32, 4, 2),
+    _config(16, 32, 4, 1),
+]
 
 
 def _interpreter_keeps_small(configs, named_args, **kwargs):
