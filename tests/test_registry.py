@@ -41,6 +41,8 @@ def test_expected_variants_are_registered() -> None:
         *(f"{op}.{n}" for op in ("quantize", "dequantize", "nf4_dequantize") for n in ("naive", "fused")),
         *(f"conv2d.{n}" for n in ("naive", "implicit_gemm", "fused")),
         *(f"attention.{n}" for n in ("naive", "flash", "flash_autotuned", "fp8")),
+        "windowed_rope_attention.naive",
+        "windowed_rope_attention.fused",
     }
     assert expected <= keys, f"missing: {sorted(expected - keys)}"
 
