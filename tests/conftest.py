@@ -88,3 +88,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
         if entry:
             item.add_marker(pytest.mark.xfail(strict=True, reason=entry.describe()))
+
+
+@pytest.fixture(autouse=True)
+def _bounds_checked_interpreter():
+    """Under the interpreter every load, store and atomic must stay inside the launch's tensors (kernels/bounds.py):
+    what the interpreter would let through silently is an illegal memory access on a GPU."""
+    from kernels import backend
+
+    if backend.name() != "interpreter":
+        yield
+        return
+    from kernels import bounds
+
+    with bounds.check():
+        yield

@@ -1,0 +1,159 @@
+"""Bounds checking for Triton's interpreter: catch on a CPU what would be an illegal memory access on a GPU.
+
+Under ``TRITON_INTERPRET=1`` a load or store through a pointer past the end of its tensor reads or writes whatever
+host memory lies there, so the test passes on a CPU and the kernel then dies on a GPU with "an illegal memory
+access was encountered" (or, worse, quietly reads its neighbour's data, since the caching allocator packs tensors
+side by side). With ``check()`` active, every launch records the byte ranges of the tensors passed to it, and every
+load, store and atomic that is not masked off must fall wholly inside one of them. One that does not raises
+``OutOfBounds``, naming the kernel, the operation, how many lanes strayed and where the first one points.
+
+The tests turn it on for every interpreted run (``tests/conftest.py``). It patches two interpreter classes, so it
+checks the Triton versions whose interpreter has them (3.x) and refuses loudly where they are missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+_state = threading.local()
+
+
+class OutOfBounds(RuntimeError):
+    """A load, store or atomic in an interpreted kernel touched memory outside every tensor passed to the launch."""
+
+
+def _ranges() -> list[tuple[int, int, str]]:
+    return getattr(_state, "ranges", None) or []
+
+
+def _tensor_ranges(args, kwargs) -> list[tuple[int, int, str]]:
+    found: list[tuple[int, int, str]] = []
+
+    def visit(value, name):
+        if isinstance(value, tuple | list):
+            for i, item in enumerate(value):
+                visit(item, f"{name}[{i}]")
+            return
+        base = getattr(value, "base", None)
+        if base is not None and hasattr(base, "data_ptr") and not hasattr(value, "data_ptr"):
+            visit(base, f"{name}.base")  # a TensorDescriptor
+            return
+        if not hasattr(value, "untyped_storage"):
+            return
+        storage = value.untyped_storage()
+        start = storage.data_ptr()
+        found.append((start, start + storage.nbytes(), name))
+
+    for i, arg in enumerate(args):
+        visit(arg, f"argument {i}")
+    for key, arg in kwargs.items():
+        visit(arg, key)
+    return found
+
+
+def _check(kernel: str, what: str, addresses: np.ndarray, lanes: np.ndarray, itemsize: int) -> None:
+    addresses = np.asarray(addresses)
+    lanes = np.broadcast_to(np.asarray(lanes, dtype=bool), addresses.shape)
+    wanted = addresses[lanes].astype(np.uint64, copy=False).ravel()
+    if wanted.size == 0:
+        return
+    ranges = sorted(_ranges())
+    if not ranges:
+        return  # a launch this module did not see (e.g. started before check()): nothing to compare with
+    starts = np.array([r[0] for r in ranges], dtype=np.uint64)
+    ends = np.array([r[1] for r in ranges], dtype=np.uint64)
+    # The tensor that starts at or before each address; storages can overlap (views), so take the widest end
+    # among the candidates by a running maximum over the sorted starts.
+    reach = np.maximum.accumulate(ends)
+    idx = np.searchsorted(starts, wanted, side="right") - 1
+    inside = (idx >= 0) & (wanted + np.uint64(itemsize) <= reach[np.clip(idx, 0, None)])
+    if inside.all():
+        return
+    bad = wanted[~inside]
+    first = int(bad[0])
+    near = min(ranges, key=lambda r: min(abs(first - r[0]), abs(first - r[1])))
+    where = (
+        f"{first - near[1]} bytes past the end of {near[2]} ({near[1] - near[0]} bytes)"
+        if first >= near[1]
+        else f"{near[0] - first} bytes before the start of {near[2]}"
+    )
+    raise OutOfBounds(
+        f"{kernel}: {what} of {bad.size} unmasked lane(s) outside every tensor passed to the launch; the first is "
+        f"{where}. On a GPU this is an illegal memory access (or a silent read of another tensor)."
+    )
+
+
+@contextlib.contextmanager
+def check():
+    """Bounds-check every interpreted launch inside the block (nests; restores the interpreter on exit)."""
+    from triton.runtime import interpreter
+
+    builder_cls = getattr(interpreter, "InterpreterBuilder", None)
+    executor_cls = getattr(interpreter, "GridExecutor", None)
+    if builder_cls is None or executor_cls is None or not hasattr(executor_cls, "_init_args_hst"):
+        raise RuntimeError("kernels.bounds: this Triton's interpreter has no InterpreterBuilder/GridExecutor to patch")
+    if getattr(executor_cls, "_kernelwatch_bounds", False):
+        yield
+        return
+
+    saved = {
+        "init": executor_cls._init_args_hst,
+        "call": executor_cls.__call__,
+        "load": builder_cls.create_masked_load,
+        "store": builder_cls.create_masked_store,
+        "rmw": builder_cls.create_atomic_rmw,
+        "cas": builder_cls.create_atomic_cas,
+    }
+
+    def init_args(self, args_dev, kwargs):
+        args_hst, kwargs_hst = saved["init"](self, args_dev, kwargs)
+        _state.ranges = _tensor_ranges(args_hst, kwargs_hst)
+        _state.kernel = getattr(self.fn, "__name__", "kernel")
+        return args_hst, kwargs_hst
+
+    def call(self, *args, **kwargs):
+        outer = (getattr(_state, "ranges", None), getattr(_state, "kernel", None))
+        try:
+            return saved["call"](self, *args, **kwargs)
+        finally:
+            _state.ranges, _state.kernel = outer
+
+    def itemsize(ptrs) -> int:
+        return int(np.dtype(interpreter._get_np_dtype(ptrs.get_element_ty())).itemsize)
+
+    def load(self, ptrs, mask, other, *rest):
+        _check(_state.kernel, "load", ptrs.data, mask.data, itemsize(ptrs))
+        return saved["load"](self, ptrs, mask, other, *rest)
+
+    def store(self, ptrs, value, mask, *rest):
+        _check(_state.kernel, "store", ptrs.data, mask.data, itemsize(ptrs))
+        return saved["store"](self, ptrs, value, mask, *rest)
+
+    def rmw(self, op, ptr, val, mask, *rest):
+        _check(_state.kernel, "atomic", ptr.data, mask.data, itemsize(ptr))
+        return saved["rmw"](self, op, ptr, val, mask, *rest)
+
+    def cas(self, ptr, cmp, val, *rest):
+        _check(_state.kernel, "atomic_cas", ptr.data, np.ones(np.shape(ptr.data), dtype=bool), itemsize(ptr))
+        return saved["cas"](self, ptr, cmp, val, *rest)
+
+    executor_cls._init_args_hst = init_args
+    executor_cls.__call__ = call
+    builder_cls.create_masked_load = load
+    builder_cls.create_masked_store = store
+    builder_cls.create_atomic_rmw = rmw
+    builder_cls.create_atomic_cas = cas
+    executor_cls._kernelwatch_bounds = True
+    try:
+        yield
+    finally:
+        executor_cls._init_args_hst = saved["init"]
+        executor_cls.__call__ = saved["call"]
+        builder_cls.create_masked_load = saved["load"]
+        builder_cls.create_masked_store = saved["store"]
+        builder_cls.create_atomic_rmw = saved["rmw"]
+        builder_cls.create_atomic_cas = saved["cas"]
+        executor_cls._kernelwatch_bounds = False

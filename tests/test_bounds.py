@@ -1,0 +1,68 @@
+"""The interpreter's bounds check (kernels/bounds.py) catches what a GPU would fault on, and lets masked lanes be."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from kernels import backend, bounds
+
+pytestmark = pytest.mark.skipif(backend.name() != "interpreter", reason="checks Triton's interpreter, not a GPU")
+
+
+@triton.jit
+def _copy(src_ptr, dst_ptr, n, BLOCK: tl.constexpr, MASK_LOAD: tl.constexpr, MASK_STORE: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    # Triton's ternary on a constexpr keeps the unmasked load a plain load.
+    v = tl.load(src_ptr + offs, mask=offs < n, other=0.0) if MASK_LOAD else tl.load(src_ptr + offs)
+    if MASK_STORE:
+        tl.store(dst_ptr + offs, v, mask=offs < n)
+    else:
+        tl.store(dst_ptr + offs, v)
+
+
+@triton.jit
+def _shifted_add(dst_ptr, n, SHIFT: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK) + SHIFT
+    tl.atomic_add(dst_ptr + offs, 1.0, mask=offs < n)
+
+
+def _pair(n=37):
+    # Allocated far apart on purpose: a stray lane that lands inside the other tensor is not seen (see below).
+    src = torch.randn(n)
+    pad = torch.empty(4096)
+    dst = torch.full((n,), float("nan"))
+    return src, pad, dst
+
+
+def test_masked_lanes_may_point_anywhere() -> None:
+    src, _, dst = _pair()
+    with bounds.check():
+        _copy[(1,)](src, dst, src.numel(), BLOCK=64, MASK_LOAD=True, MASK_STORE=True)
+    assert torch.equal(dst, src)
+
+
+@pytest.mark.parametrize(("mask_load", "mask_store", "what"), [(False, True, "load"), (True, False, "store")])
+def test_an_unmasked_lane_past_the_end_is_refused(mask_load, mask_store, what) -> None:
+    src, _, dst = _pair()
+    with bounds.check(), pytest.raises(Exception, match=rf"_copy: {what} of 27 unmasked lane\(s\).*past the end"):
+        _copy[(1,)](src, dst, src.numel(), BLOCK=64, MASK_LOAD=mask_load, MASK_STORE=mask_store)
+
+
+def test_an_atomic_before_the_start_is_refused() -> None:
+    dst = torch.zeros(16)
+    with bounds.check(), pytest.raises(Exception, match=r"atomic of 4 unmasked lane\(s\).*before the start"):
+        _shifted_add[(1,)](dst, dst.numel(), SHIFT=-4, BLOCK=16)
+
+
+def test_the_suite_runs_checked_and_a_nested_check_keeps_it() -> None:
+    from triton.runtime import interpreter
+
+    assert interpreter.GridExecutor._kernelwatch_bounds, "tests/conftest.py checks every interpreted test"
+    outer = interpreter.InterpreterBuilder.create_masked_load
+    with bounds.check():
+        pass
+    assert interpreter.InterpreterBuilder.create_masked_load is outer
+    assert interpreter.GridExecutor._kernelwatch_bounds
