@@ -88,7 +88,9 @@ def tests_triton(session: nox.Session, triton: str) -> None:
         "import triton, sys; sys.exit(0 if triton.__version__ == sys.argv[1] else f'got triton {triton.__version__}')"
     )
     session.run("python", "-c", probe, triton, silent=True)
-    session.run("pytest", *_workers(session, "auto"), *session.posargs, env={"TRITON_INTERPRET": "1"})
+    # `python -m pytest`, not `pytest`: this venv sees the system's site-packages (for the GPU path), and where the
+    # system has its own pytest, pip leaves it there and a bare `pytest` is the system's, without xdist.
+    session.run("python", "-m", "pytest", *_workers(session, "auto"), *session.posargs, env={"TRITON_INTERPRET": "1"})
 
 
 def _cuda_visible(session: nox.Session) -> bool:
