@@ -42,7 +42,7 @@ def _dequantize_kernel(
     tl.store(out_ptr + rows[:, None].to(tl.int64) * stride_or + cols[None, :], out, mask=mask)
 
 
-@register(op="dequantize", name="fused", version="1.0.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
+@register(op="dequantize", name="fused", version="1.0.1", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
 def dequantize_fused(q, scale, granularity, dtype, *, out):
     """One pass over 2-D tiles: decode, multiply by the tile rows' scales, cast and store."""
     rows, cols = q.shape

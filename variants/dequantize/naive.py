@@ -39,7 +39,7 @@ def _scale_kernel(
     tl.store(out_ptr + row.to(tl.int64) * stride_or + cols, (values * scale).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@register(op="dequantize", name="naive", version="1.0.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
+@register(op="dequantize", name="naive", version="1.0.1", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
 def dequantize_naive(q, scale, granularity, dtype, *, out):
     """Two passes: decode the codes to fp32 scratch, then multiply by per-element scale lookups and cast."""
     rows, cols = q.shape

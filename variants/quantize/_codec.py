@@ -142,7 +142,9 @@ def _decode_fp8(code, MBITS: tl.constexpr, BIAS: tl.constexpr, SUBNORMAL_STEP: t
     else:
         # e4m3fn has no infinities: only S.1111.111 is NaN.
         mag = tl.where(mag_code == 0x7F, float("nan"), mag)
-    return tl.where(byte >= 0x80, -mag, mag)
+    # The sign goes on as a bit, not as -mag: Triton lowers negation to 0 - x in some releases (3.6's interpreter),
+    # which turns the code for -0.0 into +0.0.
+    return (mag.to(tl.int32, bitcast=True) | ((byte & 0x80) << 24)).to(tl.float32, bitcast=True)
 
 
 @triton.jit
