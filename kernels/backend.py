@@ -45,3 +45,20 @@ def describe() -> str:
         major, minor = capability()
         where = f"{torch.cuda.get_device_name()} (sm_{major}{minor})"
     return f"{where}; torch {torch.__version__}; triton {triton.__version__}"
+
+
+# Errors after which CUDA refuses every further call in the process (the context is lost), as torch and Triton
+# word them.
+FATAL_CUDA_ERRORS = (
+    "an illegal memory access was encountered",
+    "unspecified launch failure",
+    "misaligned address",
+    "device-side assert triggered",
+    "an illegal instruction was encountered",
+)
+
+
+def is_fatal_cuda_error(exc: BaseException) -> bool:
+    """True for an error that leaves this process's CUDA context unusable, so every later test in it would fail."""
+    text = str(exc).lower()
+    return any(marker in text for marker in FATAL_CUDA_ERRORS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
         if entry:
             item.add_marker(pytest.mark.xfail(strict=True, reason=entry.describe()))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    from kernels import backend
+
+    if call.excinfo is not None and backend.is_fatal_cuda_error(call.excinfo.value):
+        # The CUDA context of this process is gone: every later test here would fail too and bury the one that
+        # faulted. Name it and end the process. Under xdist the worker is replaced and this test is reported as
+        # the one it crashed on; without xdist the run stops here.
+        sys.stderr.write(f"\nkernelwatch: fatal CUDA error in {item.nodeid} ({call.when}): {call.excinfo.value}\n")
+        sys.stderr.flush()
+        os._exit(3)
+    return report
 
 
 @pytest.fixture(autouse=True)

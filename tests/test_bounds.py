@@ -9,7 +9,7 @@ import triton.language as tl
 
 from kernels import backend, bounds
 
-pytestmark = pytest.mark.skipif(backend.name() != "interpreter", reason="checks Triton's interpreter, not a GPU")
+interpreted = pytest.mark.skipif(backend.name() != "interpreter", reason="checks Triton's interpreter, not a GPU")
 
 
 @triton.jit
@@ -37,6 +37,7 @@ def _pair(n=37):
     return src, pad, dst
 
 
+@interpreted
 def test_masked_lanes_may_point_anywhere() -> None:
     src, _, dst = _pair()
     with bounds.check():
@@ -44,6 +45,7 @@ def test_masked_lanes_may_point_anywhere() -> None:
     assert torch.equal(dst, src)
 
 
+@interpreted
 @pytest.mark.parametrize(("mask_load", "mask_store", "what"), [(False, True, "load"), (True, False, "store")])
 def test_an_unmasked_lane_past_the_end_is_refused(mask_load, mask_store, what) -> None:
     src, _, dst = _pair()
@@ -51,12 +53,14 @@ def test_an_unmasked_lane_past_the_end_is_refused(mask_load, mask_store, what) -
         _copy[(1,)](src, dst, src.numel(), BLOCK=64, MASK_LOAD=mask_load, MASK_STORE=mask_store)
 
 
+@interpreted
 def test_an_atomic_before_the_start_is_refused() -> None:
     dst = torch.zeros(16)
     with bounds.check(), pytest.raises(Exception, match=r"atomic of 4 unmasked lane\(s\).*before the start"):
         _shifted_add[(1,)](dst, dst.numel(), SHIFT=-4, BLOCK=16)
 
 
+@interpreted
 def test_the_suite_runs_checked_and_a_nested_check_keeps_it() -> None:
     from triton.runtime import interpreter
 
@@ -66,3 +70,18 @@ def test_the_suite_runs_checked_and_a_nested_check_keeps_it() -> None:
         pass
     assert interpreter.InterpreterBuilder.create_masked_load is outer
     assert interpreter.GridExecutor._kernelwatch_bounds
+
+
+@pytest.mark.parametrize(
+    ("text", "fatal"),
+    [
+        ("CUDA error: an illegal memory access was encountered", True),
+        ("Triton Error [CUDA]: misaligned address", True),
+        ("CUDA error: device-side assert triggered", True),
+        ("CUDA out of memory. Tried to allocate 2.00 GiB", False),
+        ("attention: q has head_dim 64 but k has 128", False),
+    ],
+)
+def test_fatal_cuda_errors_are_told_apart(text, fatal) -> None:
+    # tests/conftest.py ends a worker on these (its CUDA context is lost) so the faulting test is named, not buried.
+    assert backend.is_fatal_cuda_error(RuntimeError(text)) is fatal
