@@ -240,21 +240,7 @@ SPEC = spec.define(
         reference_needs_output=True,
         peers={"cuDNN": lambda: _cudnn},
         tolerance_overrides={
-            torch.float32: tolerance.override(
-                atol=1e-2,
-                rtol=1e-2,
-                reason="tl.dot rounds float32 operands to tf32 (10-bit mantissa) on tensor cores by default",
-            ),
-            **{
-                dtype: tolerance.override(
-                    atol=5e-4,
-                    rtol=tolerance.RESOLUTION[dtype].rtol,
-                    reason="outputs are O(1); an element that cancels to near 0 keeps the fp32 accumulation error of "
-                    "C*R*S products (4608 at ResNet's 512-channel 3x3) or N*P*Q (dweight), which tensor cores leave "
-                    "above 1e-5, as for matmul; 5e-4 is one fp16 ulp at 1.0",
-                )
-                for dtype in (torch.float16, torch.bfloat16)
-            },
+            **tolerance.tensor_core_sums("C*R*S products (4608 at ResNet's 512-channel 3x3) or N*P*Q (dweight)"),
         },
         default_variant="fused",
     )

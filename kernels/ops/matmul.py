@@ -178,21 +178,7 @@ SPEC = spec.define(
         mode_of=_mode_of,
         mode_allows=lambda mode, dtype: mode.startswith("scaled_") == (dtype in FP8_MAX),
         tolerance_overrides={
-            torch.float32: tolerance.override(
-                atol=1e-2,
-                rtol=1e-2,
-                reason="tl.dot rounds float32 operands to tf32 (10-bit mantissa) on tensor cores by default",
-            ),
-            **{
-                dtype: tolerance.override(
-                    atol=5e-4,
-                    rtol=tolerance.RESOLUTION[dtype].rtol,
-                    reason="outputs are O(1); an element that cancels to near 0 keeps the fp32 accumulation error of "
-                    "K products, which tensor cores leave above 1e-5 at K = 16k (cuBLAS too); 5e-4 is one fp16 ulp "
-                    "at 1.0",
-                )
-                for dtype in (torch.float16, torch.bfloat16)
-            },
+            **tolerance.tensor_core_sums("K products (K up to 16k at the GPU shapes)"),
             torch.float8_e4m3fn: tolerance.override(
                 atol=1e-2,
                 rtol=tolerance.RESOLUTION[torch.bfloat16].rtol,
