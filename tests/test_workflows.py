@@ -36,3 +36,9 @@ def test_gpu_runner_labels_are_declared() -> None:
     assert len(gpus) == 1
     models = {g.strip() for g in gpus[0].split(",")}
     assert models <= declared, f"runner labels not declared in .github/actionlint.yaml: {models - declared}"
+
+
+def test_ci_script_runs_the_same_subset() -> None:
+    script = (WORKFLOWS.parent.parent / ".ci" / "run").read_text()
+    sessions = re.findall(r"tests-triton\(triton='([0-9.]+)'\)", script)
+    assert sessions == _triton_axis("cpu.yml"), ".ci/run and cpu.yml's triton job must run the same versions"
