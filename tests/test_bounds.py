@@ -85,3 +85,11 @@ def test_the_suite_runs_checked_and_a_nested_check_keeps_it() -> None:
 def test_fatal_cuda_errors_are_told_apart(text, fatal) -> None:
     # tests/conftest.py ends a worker on these (its CUDA context is lost) so the faulting test is named, not buried.
     assert backend.is_fatal_cuda_error(RuntimeError(text)) is fatal
+
+
+def test_the_gpu_tiles_plugin_fools_only_the_variants() -> None:
+    from tests import gpu_tiles
+
+    assert gpu_tiles.answers_false_to("variants.attention.flash")
+    assert not gpu_tiles.answers_false_to("kernels.dispatch")
+    assert not gpu_tiles.answers_false_to("variants_extra")
