@@ -12,6 +12,9 @@ from kernels.registry import register
 from variants.int8_matmul._common import dx_dequant_on_the_fly, int8_dot, scale_columns
 from variants.matmul._common import store_tile
 
+# matmul's split-K reduction: the same fixed-order sum of fp32 partials makes this variant deterministic too.
+from variants.matmul.splitk import _sum_splits_kernel
+
 BLOCK_N, BLOCK_K = 64, 64
 NUM_WARPS, NUM_STAGES = 4, 4
 MAX_SPLIT_K = 16
@@ -46,18 +49,6 @@ def _partial_kernel(
     store_tile(c_ptr, acc, rows, cols, M, N, stride_cm, stride_cn)
 
 
-@triton.jit
-def _sum_splits_kernel(partial_ptr, out_ptr, n, SPLIT_K, BLOCK: tl.constexpr):
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < n
-    acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    # Slice 0 first, then 1, ...: the same rounding on every run, which is what makes the variant deterministic.
-    for _ in range(SPLIT_K):
-        acc += tl.load(partial_ptr + offsets, mask=mask, other=0.0)
-        partial_ptr += n
-    tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-
 def split_of(M: int, N: int, K: int) -> tuple[int, int]:
     """(SPLIT_K, K per split): splits of at least one K tile, no more programs than TARGET_PROGRAMS needs."""
     k_tiles = triton.cdiv(K, BLOCK_K)
@@ -86,5 +77,6 @@ def int8_matmul_splitk(x, w, scale, *, out):
     _partial_kernel[grid](x, w, scale, partials, M, N, K, k_per_split, *x.stride(), *w.stride(), scale.stride(0),
                           *partials.stride(), **meta)  # fmt: skip
     # out is contiguous (the entry point checks), so it and each partial slice share one flat index.
+    # matmul's split-K reduction: its fixed-order sum of fp32 partials makes this variant deterministic too.
     _sum_splits_kernel[(triton.cdiv(M * N, SUM_BLOCK),)](partials, out, M * N, split, BLOCK=SUM_BLOCK)
     return out
