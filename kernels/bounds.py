@@ -25,8 +25,16 @@ class OutOfBounds(RuntimeError):
     """A load, store or atomic in an interpreted kernel touched memory outside every tensor passed to the launch."""
 
 
-def _ranges() -> list[tuple[int, int, str]]:
-    return getattr(_state, "ranges", None) or []
+class _Launch:
+    """One launch's tensors, sorted by start address once, so that each load and store only searches them."""
+
+    def __init__(self, kernel: str, ranges: list[tuple[int, int, str]]):
+        self.kernel = kernel
+        self.ranges = sorted(ranges)
+        self.starts = np.array([r[0] for r in self.ranges], dtype=np.uint64)
+        # Storages can overlap (views of one buffer): the widest end among the tensors that start at or before an
+        # address, a running maximum over the sorted starts, is how far that address may go.
+        self.reach = np.maximum.accumulate(np.array([r[1] for r in self.ranges], dtype=np.uint64))
 
 
 def _tensor_ranges(args, kwargs) -> list[tuple[int, int, str]]:
@@ -54,35 +62,30 @@ def _tensor_ranges(args, kwargs) -> list[tuple[int, int, str]]:
     return found
 
 
-def _check(kernel: str, what: str, addresses: np.ndarray, lanes: np.ndarray, itemsize: int) -> None:
+def _check(what: str, addresses: np.ndarray, lanes: np.ndarray, itemsize: int) -> None:
+    launch = getattr(_state, "launch", None)
+    if launch is None or not launch.ranges:
+        return  # a launch this module did not see (e.g. started before check()): nothing to compare with
     addresses = np.asarray(addresses)
     lanes = np.broadcast_to(np.asarray(lanes, dtype=bool), addresses.shape)
     wanted = addresses[lanes].astype(np.uint64, copy=False).ravel()
     if wanted.size == 0:
         return
-    ranges = sorted(_ranges())
-    if not ranges:
-        return  # a launch this module did not see (e.g. started before check()): nothing to compare with
-    starts = np.array([r[0] for r in ranges], dtype=np.uint64)
-    ends = np.array([r[1] for r in ranges], dtype=np.uint64)
-    # The tensor that starts at or before each address; storages can overlap (views), so take the widest end
-    # among the candidates by a running maximum over the sorted starts.
-    reach = np.maximum.accumulate(ends)
-    idx = np.searchsorted(starts, wanted, side="right") - 1
-    inside = (idx >= 0) & (wanted + np.uint64(itemsize) <= reach[np.clip(idx, 0, None)])
+    idx = np.searchsorted(launch.starts, wanted, side="right") - 1
+    inside = (idx >= 0) & (wanted + np.uint64(itemsize) <= launch.reach[np.clip(idx, 0, None)])
     if inside.all():
         return
     bad = wanted[~inside]
     first = int(bad[0])
-    near = min(ranges, key=lambda r: min(abs(first - r[0]), abs(first - r[1])))
+    near = min(launch.ranges, key=lambda r: min(abs(first - r[0]), abs(first - r[1])))
     where = (
         f"{first - near[1]} bytes past the end of {near[2]} ({near[1] - near[0]} bytes)"
         if first >= near[1]
         else f"{near[0] - first} bytes before the start of {near[2]}"
     )
     raise OutOfBounds(
-        f"{kernel}: {what} of {bad.size} unmasked lane(s) outside every tensor passed to the launch; the first is "
-        f"{where}. On a GPU this is an illegal memory access (or a silent read of another tensor)."
+        f"{launch.kernel}: {what} of {bad.size} unmasked lane(s) outside every tensor passed to the launch; the "
+        f"first is {where}. On a GPU this is an illegal memory access (or a silent read of another tensor)."
     )
 
 
@@ -110,34 +113,33 @@ def check():
 
     def init_args(self, args_dev, kwargs):
         args_hst, kwargs_hst = saved["init"](self, args_dev, kwargs)
-        _state.ranges = _tensor_ranges(args_hst, kwargs_hst)
-        _state.kernel = getattr(self.fn, "__name__", "kernel")
+        _state.launch = _Launch(getattr(self.fn, "__name__", "kernel"), _tensor_ranges(args_hst, kwargs_hst))
         return args_hst, kwargs_hst
 
     def call(self, *args, **kwargs):
-        outer = (getattr(_state, "ranges", None), getattr(_state, "kernel", None))
+        outer = getattr(_state, "launch", None)
         try:
             return saved["call"](self, *args, **kwargs)
         finally:
-            _state.ranges, _state.kernel = outer
+            _state.launch = outer
 
     def itemsize(ptrs) -> int:
         return int(np.dtype(interpreter._get_np_dtype(ptrs.get_element_ty())).itemsize)
 
     def load(self, ptrs, mask, other, *rest):
-        _check(_state.kernel, "load", ptrs.data, mask.data, itemsize(ptrs))
+        _check("load", ptrs.data, mask.data, itemsize(ptrs))
         return saved["load"](self, ptrs, mask, other, *rest)
 
     def store(self, ptrs, value, mask, *rest):
-        _check(_state.kernel, "store", ptrs.data, mask.data, itemsize(ptrs))
+        _check("store", ptrs.data, mask.data, itemsize(ptrs))
         return saved["store"](self, ptrs, value, mask, *rest)
 
     def rmw(self, op, ptr, val, mask, *rest):
-        _check(_state.kernel, "atomic", ptr.data, mask.data, itemsize(ptr))
+        _check("atomic", ptr.data, mask.data, itemsize(ptr))
         return saved["rmw"](self, op, ptr, val, mask, *rest)
 
     def cas(self, ptr, cmp, val, *rest):
-        _check(_state.kernel, "atomic_cas", ptr.data, np.ones(np.shape(ptr.data), dtype=bool), itemsize(ptr))
+        _check("atomic_cas", ptr.data, np.ones(np.shape(ptr.data), dtype=bool), itemsize(ptr))
         return saved["cas"](self, ptr, cmp, val, *rest)
 
     executor_cls._init_args_hst = init_args
