@@ -15,11 +15,12 @@ def test_entry_is_well_formed(entry: known_failures.KnownFailure) -> None:
     assert entry.reason
     assert entry.backend in ("interpreter", "cuda")
     keys = [v.key for v in registry.all_variants()]
+    backend_cases = cases.cases(entry.backend)
     for pattern in entry.variants:
         assert any(known_failures.fnmatch.fnmatchcase(k, pattern) for k in keys), f"{pattern} matches no variant"
         matched = [
             c
-            for c in cases.cases(entry.backend)
+            for c in backend_cases
             if known_failures.fnmatch.fnmatchcase(c.variant.key, pattern)
             and (entry.dtypes is None or c.dtype in entry.dtypes)
         ]
