@@ -70,13 +70,30 @@ def _fused_kernel(
     store_tile(out_ptr, acc, rows, cols, M, N, stride_om, stride_on)
 
 
-def _launch(lhs, rhs, down, up, out, scale):
+def k_major(t):
+    """``t`` [K, R] with its K dimension contiguous: a copy when it is not. Applied to the two adapter operands,
+    which are small (rank x hidden), so the copy costs next to nothing.
+
+    Why: on Hopper, Triton 3.6 miscompiles this kernel when an adapter operand is not contiguous along its
+    dot's reduction dimension. With BLOCK_K = 64 the dx launch (down = b [N, R], up = a [R, K], both row-major)
+    returned wrong dx (max error 128 at 127x255x63x7) or an illegal shared-memory access (compute-sanitizer:
+    "Out-of-range shared or local address" in the K loop), on H100, torch 2.11, triton 3.6, 2026-11-28. The same
+    configs are exact with the forward's layout (down = a.T, up = b.T, K contiguous), as is every config under
+    the interpreter. The every-config test in tests/test_lora_linear.py runs both layouts on each config."""
+    return t if t.stride(0) == 1 else t.t().contiguous().t()
+
+
+def launch(lhs, rhs, down, up, out, scale, **config):
+    """``out = lhs @ rhs + scale * (lhs @ down) @ up``, through the autotuner, or on ``config`` (a Config's
+    kwargs, num_warps and num_stages) for the test that runs every config."""
     M, K = lhs.shape
     N, R = rhs.shape[1], down.shape[1]
-    _fused_kernel[grouped_grid(M, N)](
+    down, up = k_major(down), k_major(up)
+    kernel = _fused_kernel.fn if config else _fused_kernel
+    kernel[grouped_grid(M, N)](
         lhs, rhs, down, up, out, M, N, K, R, float(scale),
         *lhs.stride(), *rhs.stride(), *down.stride(), *up.stride(), *out.stride(),
-        SPLIT=up.dtype != torch.float32, BLOCK_R=rank_block(R),
+        SPLIT=up.dtype != torch.float32, BLOCK_R=rank_block(R), **config,
     )  # fmt: skip
     return out
 
@@ -84,7 +101,7 @@ def _launch(lhs, rhs, down, up, out, scale):
 def _dx_fused(dy, w, b, a, t, scale, dx):
     # dx = dy @ w + scale * (dy @ b) @ a: the forward's kernel with the roles of K and N swapped. It recomputes
     # dy @ b per tile rather than reading t, as the forward recomputes x @ a.T.
-    return _launch(dy, w, b, a, dx, scale)
+    return launch(dy, w, b, a, dx, scale)
 
 
 def _backward(inputs, out, grad_out):
@@ -94,11 +111,11 @@ def _backward(inputs, out, grad_out):
 @register(
     op="lora_linear",
     name="fused",
-    version="1.0.0",
+    version="1.0.1",
     dtypes=FLOATS,
     limits={"rank": (1, MAX_RANK)},
     backward=_backward,
 )
 def lora_linear_fused(x, w, a, b, scale, *, out):
     """One autotuned kernel: base GEMM and down projection share each x tile; the up projection is the epilogue."""
-    return _launch(x, w.t(), a.t(), b.t(), out, scale)
+    return launch(x, w.t(), a.t(), b.t(), out, scale)
