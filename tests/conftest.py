@@ -106,6 +106,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Name each failure the moment it happens, not only in the summary: a GPU run cut short by a time limit
+    (or killed before pytest can write its summary and junit) still says which tests failed and why. Under xdist
+    this runs in the controller, on every worker's reports."""
+    if report.failed:
+        lines = (report.longreprtext or "").strip().splitlines()
+        sys.stderr.write(f"\nkernelwatch: FAILED {report.nodeid} ({report.when}): {lines[-1][:300] if lines else ''}\n")
+        sys.stderr.flush()
+
+
 @pytest.fixture(autouse=True)
 def _bounds_checked_interpreter():
     """Under the interpreter every load, store and atomic must stay inside the launch's tensors (kernels/bounds.py):

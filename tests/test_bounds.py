@@ -93,3 +93,17 @@ def test_the_gpu_tiles_plugin_fools_only_the_variants() -> None:
     assert gpu_tiles.answers_false_to("variants.attention.flash")
     assert not gpu_tiles.answers_false_to("kernels.dispatch")
     assert not gpu_tiles.answers_false_to("variants_extra")
+
+
+def test_failures_are_named_as_they_happen(capsys) -> None:
+    # What a GPU run that is killed before its summary still leaves in its log.
+    from types import SimpleNamespace
+
+    from tests import conftest
+
+    failed = SimpleNamespace(failed=True, nodeid="tests/x.py::test_y[a]", when="call", longreprtext="E boom\nE  why")
+    conftest.pytest_runtest_logreport(failed)
+    conftest.pytest_runtest_logreport(SimpleNamespace(failed=False, nodeid="tests/x.py::test_z", when="call"))
+    err = capsys.readouterr().err
+    assert "kernelwatch: FAILED tests/x.py::test_y[a] (call): E  why" in err
+    assert "test_z" not in err
