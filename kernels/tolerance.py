@@ -19,6 +19,19 @@ class Tolerance:
     rtol: float
     reason: str = ""
 
+    def at_scale(self, scale: float) -> Tolerance:
+        """This tolerance for values of RMS ``scale`` > 1: the atol floor times ``scale``. The table and the
+        overrides are for O(1) values. A gradient cannot always be O(1): one grad_out scale serves every input's
+        gradient, and they sum different numbers of products (conv2d's dweight sums N*P*Q, its dx K*R*S). The error
+        of an element that cancels to near 0 grows with the size of its terms, so the floor grows with them."""
+        if scale <= 1.0:
+            return self
+        return Tolerance(
+            atol=self.atol * scale,
+            rtol=self.rtol,
+            reason=f"{self.reason + '; ' if self.reason else ''}atol x {scale:.3g}, the RMS of these values",
+        )
+
     def describe(self) -> str:
         text = f"atol={self.atol:g}, rtol={self.rtol:g}"
         return f"{text} ({self.reason})" if self.reason else text

@@ -110,9 +110,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Name each failure the moment it happens, not only in the summary: a GPU run cut short by a time limit
     (or killed before pytest can write its summary and junit) still says which tests failed and why. Under xdist
     this runs in the controller, on every worker's reports."""
-    if report.failed:
+    # A worker's stderr reaches the terminal too: only the controller (or a run without xdist) speaks.
+    if report.failed and "PYTEST_XDIST_WORKER" not in os.environ:
+        crash = getattr(report.longrepr, "reprcrash", None)
         lines = (report.longreprtext or "").strip().splitlines()
-        sys.stderr.write(f"\nkernelwatch: FAILED {report.nodeid} ({report.when}): {lines[-1][:300] if lines else ''}\n")
+        why = crash.message if crash is not None else (lines[-1] if lines else "")
+        sys.stderr.write(
+            f"\nkernelwatch: FAILED {report.nodeid} ({report.when}): {why.splitlines()[0][:300] if why else ''}\n"
+        )
         sys.stderr.flush()
 
 

@@ -95,15 +95,27 @@ def test_the_gpu_tiles_plugin_fools_only_the_variants() -> None:
     assert not gpu_tiles.answers_false_to("variants_extra")
 
 
-def test_failures_are_named_as_they_happen(capsys) -> None:
-    # What a GPU run that is killed before its summary still leaves in its log.
+def test_failures_are_named_as_they_happen(capsys, monkeypatch) -> None:
+    # What a GPU run that is killed before its summary still leaves in its log. Said by the xdist controller,
+    # which this test plays (it may itself run in a worker).
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     from types import SimpleNamespace
 
     from tests import conftest
 
-    failed = SimpleNamespace(failed=True, nodeid="tests/x.py::test_y[a]", when="call", longreprtext="E boom\nE  why")
+    crash = SimpleNamespace(
+        reprcrash=SimpleNamespace(message="AssertionError: dx of case: 3 of 9 elements outside\nmore")
+    )
+    failed = SimpleNamespace(failed=True, nodeid="tests/x.py::test_y[a]", when="call", longrepr=crash, longreprtext="")
     conftest.pytest_runtest_logreport(failed)
+    bare = SimpleNamespace(
+        failed=True, nodeid="tests/x.py::test_w", when="setup", longrepr="E  why", longreprtext="E  why"
+    )
+    conftest.pytest_runtest_logreport(bare)
     conftest.pytest_runtest_logreport(SimpleNamespace(failed=False, nodeid="tests/x.py::test_z", when="call"))
     err = capsys.readouterr().err
-    assert "kernelwatch: FAILED tests/x.py::test_y[a] (call): E  why" in err
+    assert (
+        "kernelwatch: FAILED tests/x.py::test_y[a] (call): AssertionError: dx of case: 3 of 9 elements outside\n" in err
+    )
+    assert "kernelwatch: FAILED tests/x.py::test_w (setup): E  why" in err
     assert "test_z" not in err
