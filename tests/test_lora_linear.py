@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from triton.runtime.errors import OutOfResources
 
 import kernels
 from kernels import backend, dispatch, memory, spec
 from kernels.errors import KernelInputError, UnsupportedError
 from kernels.ops.lora_linear import reference
 from kernels.tolerance import check_close
-from variants.lora_linear import fused
 
 DEV = backend.device()
 SPEC = spec.get("lora_linear")
@@ -161,37 +159,3 @@ def test_lora_linear_rank_past_the_fused_tile() -> None:
     inputs = _inputs(3, 4, 5, 129)
     with pytest.raises(UnsupportedError, match=r"lora_linear.fused v\S+ supports 1 <= rank <= 128, got rank=129"):
         kernels.lora_linear(**inputs, variant="fused")
-
-
-def _operands(layout, M, N, K, rank):
-    """The fused kernel's four operands as each launch passes them: the forward's (x, w.T, a.T, b.T) or the dx
-    launch's (dy, w, b, a), where the adapters arrive row-major, the layout Triton 3.6 miscompiled on Hopper."""
-    x, w, a, b = (_inputs(M, N, K, rank, seed=4)[n] for n in ("x", "w", "a", "b"))
-    if layout == "forward":
-        return x, w.t(), a.t(), b.t()
-    dy = spec.randn((M, N), DTYPE, DEV, torch.Generator().manual_seed(5))
-    return dy, w, b, a
-
-
-# Every config on both launches' operand layouts. The generated cases reach only the config the autotuner picks on
-# a GPU (and the last one under the interpreter), and a config that is wrong only sometimes wins the timing: this
-# is the test that found the Hopper miscompile fused.k_major works around.
-@pytest.mark.parametrize("layout", ["forward", "dx"])
-@pytest.mark.parametrize(
-    "config",
-    fused.CONFIGS,
-    ids=lambda c: "x".join(str(c.kwargs[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")) + f"-s{c.num_stages}",
-)
-def test_lora_linear_fused_every_autotune_config(config, layout) -> None:
-    # M = 127 and an output width of 63 are ragged against every tile; the reduction, 255, takes several steps.
-    dims = (127, 63, 255, 7) if layout == "forward" else (127, 255, 63, 7)  # dx reduces over the forward's N
-    lhs, rhs, down, up = _operands(layout, *dims)
-    out = memory.poison_(torch.empty((lhs.shape[0], rhs.shape[1]), dtype=DTYPE, device=DEV))
-    try:
-        with memory.poisoned():
-            fused.launch(lhs, rhs, down, up, out, -0.75, **config.all_kwargs())
-    except OutOfResources as exc:
-        pytest.skip(f"{config} does not fit this GPU (the autotuner drops it too): {exc}")
-    l64, r64, d64, u64 = (t.double() for t in (lhs, rhs, down, up))
-    ref = l64 @ r64 - 0.75 * (l64 @ d64) @ u64
-    check_close(out, ref, SPEC.tolerance(DTYPE), what=f"{config} on the {layout} launch's operands")

@@ -79,13 +79,13 @@ def k_major(t):
     returned wrong dx (max error 128 at 127x255x63x7) or an illegal shared-memory access (compute-sanitizer:
     "Out-of-range shared or local address" in the K loop), on H100, torch 2.11, triton 3.6, 2026-11-28. The same
     configs are exact with the forward's layout (down = a.T, up = b.T, K contiguous), as is every config under
-    the interpreter. The every-config test in tests/test_lora_linear.py runs both layouts on each config."""
+    the interpreter. tests/test_autotune_configs.py runs every config through both launches."""
     return t if t.stride(0) == 1 else t.t().contiguous().t()
 
 
 def launch(lhs, rhs, down, up, out, scale, **config):
     """``out = lhs @ rhs + scale * (lhs @ down) @ up``, through the autotuner, or on ``config`` (a Config's
-    kwargs, num_warps and num_stages) for the test that runs every config."""
+    kwargs, num_warps and num_stages) to try one config by hand."""
     M, K = lhs.shape
     N, R = rhs.shape[1], down.shape[1]
     down, up = k_major(down), k_major(up)
