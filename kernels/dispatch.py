@@ -98,12 +98,22 @@ class _Autograd(torch.autograd.Function):
         result = call_forward(variant, inputs, out_box[0], stash)
         ctx.variant, ctx.names, ctx.options, ctx.stash = variant, names, options, stash
         ctx.multi = isinstance(result, tuple)
-        ctx.save_for_backward(*tensors, *_as_tuple(result))
+        results = _as_tuple(result)
+        # Only what the backward reads stays alive until backward (Variant.backward_reads): a fused cross-entropy
+        # that wrote its gradient in the forward pass need not also keep the logits.
+        reads = variant.backward_reads
+        ctx.stand_ins = {
+            i: _stand_in(t)
+            for i, (n, t) in enumerate(zip((*names, *("out",) * len(results)), (*tensors, *results), strict=True))
+            if reads is not None and n not in reads
+        }
+        kept = [None if i in ctx.stand_ins else t for i, t in enumerate((*tensors, *results))]
+        ctx.save_for_backward(*kept)
         return result
 
     @staticmethod
     def backward(ctx, *grad_outs):
-        saved = ctx.saved_tensors
+        saved = [ctx.stand_ins.get(i, t) for i, t in enumerate(ctx.saved_tensors)]
         tensors, results = saved[: len(ctx.names)], saved[len(ctx.names) :]
         inputs = dict(zip(ctx.names, tensors, strict=True)) | ctx.options
         # An output the caller never used arrives as None: its gradient is zero.
@@ -122,6 +132,12 @@ class _Autograd(torch.autograd.Function):
             None,
             *(grads.get(n) if ctx.needs_input_grad[4 + i] else None for i, n in enumerate(ctx.names)),
         )
+
+
+def _stand_in(t: torch.Tensor) -> torch.Tensor:
+    """One element broadcast to ``t``'s shape, dtype and device: what a backward that reads only the metadata of a
+    tensor gets in its place, at the cost of one element."""
+    return torch.empty((), dtype=t.dtype, device=t.device).expand(t.shape)
 
 
 def _meta(inputs: spec.Inputs) -> spec.Inputs:

@@ -51,6 +51,10 @@ class Variant:
     source_file: str = ""
     extra_sources: tuple[Callable, ...] = ()
     """Code the fingerprint must cover that the launchers do not reach by name (rare)."""
+    backward_reads: tuple[str, ...] | None = None
+    """The tensor inputs (and ``"out"``, the forward's result) whose *values* the backward reads; autograd keeps
+    only these alive until backward. The others reach backward as one-element stand-ins of the right shape, dtype
+    and device, enough for ``memory.empty_like``. None (the default) keeps them all."""
     wants_stash: bool = False
     """The launcher takes a ``stash`` parameter: a dict when a backward will follow (what forward puts there reaches
     backward as ``inputs["stash"]``, e.g. a gradient computed in the forward pass), None when none will."""
@@ -130,6 +134,7 @@ def register(
     backward: Callable | None = None,
     no_backward: str = "",
     extra_sources: Iterable[Callable] = (),
+    backward_reads: Iterable[str] | None = None,
 ) -> Callable[[Callable], Variant]:
     """Register the decorated launcher as variant ``name`` of ``op``.
 
@@ -156,6 +161,16 @@ def register(
         for dim in limits or {}:
             if dim not in op_spec.dims:
                 raise RegistrationError(f"{op}.{name}: limit on unknown dim {dim!r}; op dims are {op_spec.dims}")
+        reads = None if backward_reads is None else tuple(backward_reads)
+        if reads is not None:
+            params = set(inspect.signature(fn).parameters) - {"out", "stash"}
+            unknown = set(reads) - params - {"out"}
+            if unknown or backward is None:
+                raise RegistrationError(
+                    f"{op}.{name}: backward_reads names {sorted(unknown)}, which are not inputs of the launcher"
+                    if unknown
+                    else f"{op}.{name}: backward_reads without a backward"
+                )
         if op_spec.has_backward and backward is None and not no_backward:
             raise RegistrationError(f"{op}.{name}: op {op} has a backward; give backward=... or no_backward='<reason>'")
         variant = Variant(
@@ -176,6 +191,7 @@ def register(
             module=fn.__module__,
             source_file=source_file,
             extra_sources=tuple(extra_sources),
+            backward_reads=reads,
             wants_stash="stash" in inspect.signature(fn).parameters,
         )
         if variant.key in _VARIANTS and _VARIANTS[variant.key].module != variant.module:

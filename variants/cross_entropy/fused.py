@@ -130,7 +130,9 @@ def _backward(inputs, out, grad_out):
     return {"logits": dlogits}
 
 
-@register(op="cross_entropy", name="fused", version="1.0.0", dtypes=FLOATS, modes=MODES, backward=_backward)
+@register(
+    op="cross_entropy", name="fused", version="1.0.0", dtypes=FLOATS, modes=MODES, backward=_backward, backward_reads=()
+)
 def cross_entropy_fused(logits, target, ignore_index, label_smoothing, reduction, *, out, stash):
     """Online logsumexp per row, and the row's gradient written in the same program."""
     rows, vocab = logits.shape

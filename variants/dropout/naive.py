@@ -47,7 +47,7 @@ def _backward(inputs, out, grad_out):
     return {"x": _apply(grad_out, inputs["stash"]["mask"], dx, float(inputs["p"]))}
 
 
-@register(op="dropout", name="naive", version="1.0.0", dtypes=FLOATS, backward=_backward)
+@register(op="dropout", name="naive", version="1.0.0", dtypes=FLOATS, backward=_backward, backward_reads=())
 def dropout_naive(x, p, seed, *, out, stash):
     """Draw the mask into memory, then apply it; backward reapplies the stored mask."""
     p = float(p)

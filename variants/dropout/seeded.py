@@ -39,7 +39,7 @@ def _backward(inputs, out, grad_out):
     return {"x": _launch(grad_out, dx, inputs["p"], inputs["seed"])}
 
 
-@register(op="dropout", name="seeded", version="1.0.0", dtypes=FLOATS, backward=_backward)
+@register(op="dropout", name="seeded", version="1.0.0", dtypes=FLOATS, backward=_backward, backward_reads=())
 def dropout_seeded(x, p, seed, *, out):
     """Mask drawn in registers from the seed; backward redraws it instead of storing it."""
     return _launch(x, out, p, seed)
