@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from kernels import backend, memory, registry, spec
@@ -100,20 +102,20 @@ class _Autograd(torch.autograd.Function):
         ctx.multi = isinstance(result, tuple)
         results = _as_tuple(result)
         # Only what the backward reads stays alive until backward (Variant.backward_reads): a fused cross-entropy
-        # that wrote its gradient in the forward pass need not also keep the logits.
+        # that wrote its gradient in the forward pass need not also keep the logits. Of the rest, the metadata.
         reads = variant.backward_reads
-        ctx.stand_ins = {
-            i: _stand_in(t)
-            for i, (n, t) in enumerate(zip((*names, *("out",) * len(results)), (*tensors, *results), strict=True))
+        every = (*tensors, *results)
+        ctx.absent = {
+            i: _Absent(t.shape, t.dtype, t.device)
+            for i, (n, t) in enumerate(zip((*names, *("out",) * len(results)), every, strict=True))
             if reads is not None and n not in reads
         }
-        kept = [None if i in ctx.stand_ins else t for i, t in enumerate((*tensors, *results))]
-        ctx.save_for_backward(*kept)
+        ctx.save_for_backward(*(None if i in ctx.absent else t for i, t in enumerate(every)))
         return result
 
     @staticmethod
     def backward(ctx, *grad_outs):
-        saved = [ctx.stand_ins.get(i, t) for i, t in enumerate(ctx.saved_tensors)]
+        saved = [ctx.absent[i].stand_in() if i in ctx.absent else t for i, t in enumerate(ctx.saved_tensors)]
         tensors, results = saved[: len(ctx.names)], saved[len(ctx.names) :]
         inputs = dict(zip(ctx.names, tensors, strict=True)) | ctx.options
         # An output the caller never used arrives as None: its gradient is zero.
@@ -134,10 +136,17 @@ class _Autograd(torch.autograd.Function):
         )
 
 
-def _stand_in(t: torch.Tensor) -> torch.Tensor:
-    """One element broadcast to ``t``'s shape, dtype and device: what a backward that reads only the metadata of a
-    tensor gets in its place, at the cost of one element."""
-    return torch.empty((), dtype=t.dtype, device=t.device).expand(t.shape)
+class _Absent(NamedTuple):
+    """A tensor autograd did not keep because the backward does not read its values: its metadata alone."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+
+    def stand_in(self) -> torch.Tensor:
+        """One element broadcast to the tensor's shape, dtype and device, made only when backward runs: enough for a
+        backward that reads the metadata (``memory.empty_like``)."""
+        return torch.empty((), dtype=self.dtype, device=self.device).expand(self.shape)
 
 
 def _meta(inputs: spec.Inputs) -> spec.Inputs:

@@ -162,15 +162,13 @@ def register(
             if dim not in op_spec.dims:
                 raise RegistrationError(f"{op}.{name}: limit on unknown dim {dim!r}; op dims are {op_spec.dims}")
         reads = None if backward_reads is None else tuple(backward_reads)
-        if reads is not None:
-            params = set(inspect.signature(fn).parameters) - {"out", "stash"}
-            unknown = set(reads) - params - {"out"}
-            if unknown or backward is None:
-                raise RegistrationError(
-                    f"{op}.{name}: backward_reads names {sorted(unknown)}, which are not inputs of the launcher"
-                    if unknown
-                    else f"{op}.{name}: backward_reads without a backward"
-                )
+        if reads is not None and backward is None:
+            raise RegistrationError(f"{op}.{name}: backward_reads without a backward")
+        unknown = set(reads or ()) - (set(inspect.signature(fn).parameters) - {"stash"})
+        if unknown:
+            raise RegistrationError(
+                f"{op}.{name}: backward_reads names {sorted(unknown)}, which are not inputs of the launcher"
+            )
         if op_spec.has_backward and backward is None and not no_backward:
             raise RegistrationError(f"{op}.{name}: op {op} has a backward; give backward=... or no_backward='<reason>'")
         variant = Variant(
