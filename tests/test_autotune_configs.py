@@ -18,11 +18,10 @@ import pytest
 import torch
 from triton.runtime.errors import OutOfResources
 
-from kernels import backend, cases, registry, tuning
+from kernels import cases, registry, tuning
 from tests import test_correctness
 
 registry.discover()
-WHERE = backend.name()
 
 
 def _kernel_name(tuner) -> str:
@@ -34,23 +33,28 @@ def _config_id(config) -> str:
     return "-".join([*blocks, f"w{config.num_warps}", f"s{config.num_stages}"])
 
 
+def _candidates(variant: registry.Variant) -> list[cases.Case]:
+    """The cases to try, in order, until a pinned kernel has run: fp16 (or the variant's first dtype) in each of its
+    modes at each of its op's CPU shapes, small on a GPU too. Some kernels run only in some modes (quantize's tile
+    kernels: tensor and block scales)."""
+    dtype = torch.float16 if torch.float16 in variant.dtypes else variant.dtypes[0]
+    return [c for c in cases.cases("interpreter", [variant]) if c.dtype == dtype]
+
+
 def _pins() -> list:
     """(case, tuner, config) for every config of every tuner that a variant's module made. The case is the
-    variant's first mode at its op's first CPU shape; the test moves on from there until the pinned kernel runs."""
+    variant's first candidate; the test moves on from there until the pinned kernel runs."""
     params = []
     for variant in registry.all_variants():
         tuners = [t for owner, t in tuning.TUNERS if owner == variant.module]
-        dtype = torch.float16 if torch.float16 in variant.dtypes else variant.dtypes[0]
-        op_spec = variant.spec
-        mode = next((m for m in variant.modes if op_spec.mode_allows(m, dtype)), None)
-        shape = next((s for s in op_spec.cpu_shapes if variant.unsupported_shape(tuple(s)) is None), None)
-        if mode is None or shape is None:
+        if not tuners:
             continue
-        case = cases.Case(variant, dtype, tuple(shape), mode)
+        # Every variant has CPU cases (test_registry checks its contract): an IndexError here would be loud.
+        first = _candidates(variant)[0]
         for tuner in tuners:
             for i, config in enumerate(tuner.configs):
                 name = f"{variant.key}-{_kernel_name(tuner)}-{i}-{_config_id(config)}"
-                params.append(pytest.param(case, tuner, config, id=name))
+                params.append(pytest.param(first, tuner, config, id=name))
     return params
 
 
@@ -76,19 +80,9 @@ def test_every_tuner_belongs_to_a_variant() -> None:
     assert PINS, "no autotuned variant found: the registry or kernels.tuning.TUNERS is empty"
 
 
-def _reaches(case: cases.Case) -> list[cases.Case]:
-    """The cases to try, in order, until the pinned kernel has run: each of the variant's modes at each CPU shape,
-    from ``case`` on. Some kernels run only in some modes (quantize's tile kernels: tensor and block scales)."""
-    variant, op_spec = case.variant, case.spec
-    modes = [m for m in variant.modes if op_spec.mode_allows(m, case.dtype)]
-    shapes = [tuple(s) for s in op_spec.cpu_shapes if variant.unsupported_shape(tuple(s)) is None]
-    every = [cases.Case(variant, case.dtype, shape, mode) for mode in modes for shape in shapes]
-    return every[every.index(case) :]
-
-
 @pytest.mark.parametrize(("case", "tuner", "config"), PINS)
 def test_autotune_config(case: cases.Case, tuner, config) -> None:
-    tried = _reaches(case)
+    tried = _candidates(case.variant)
     for at in tried:
         try:
             with _pinned(tuner, config):
