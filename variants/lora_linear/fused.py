@@ -83,17 +83,15 @@ def k_major(t):
     return t if t.stride(0) == 1 else t.t().contiguous().t()
 
 
-def launch(lhs, rhs, down, up, out, scale, **config):
-    """``out = lhs @ rhs + scale * (lhs @ down) @ up``, through the autotuner, or on ``config`` (a Config's
-    kwargs, num_warps and num_stages) to try one config by hand."""
+def _launch(lhs, rhs, down, up, out, scale):
+    """``out = lhs @ rhs + scale * (lhs @ down) @ up``."""
     M, K = lhs.shape
     N, R = rhs.shape[1], down.shape[1]
     down, up = k_major(down), k_major(up)
-    kernel = _fused_kernel.fn if config else _fused_kernel
-    kernel[grouped_grid(M, N)](
+    _fused_kernel[grouped_grid(M, N)](
         lhs, rhs, down, up, out, M, N, K, R, float(scale),
         *lhs.stride(), *rhs.stride(), *down.stride(), *up.stride(), *out.stride(),
-        SPLIT=up.dtype != torch.float32, BLOCK_R=rank_block(R), **config,
+        SPLIT=up.dtype != torch.float32, BLOCK_R=rank_block(R),
     )  # fmt: skip
     return out
 
@@ -101,7 +99,7 @@ def launch(lhs, rhs, down, up, out, scale, **config):
 def _dx_fused(dy, w, b, a, t, scale, dx):
     # dx = dy @ w + scale * (dy @ b) @ a: the forward's kernel with the roles of K and N swapped. It recomputes
     # dy @ b per tile rather than reading t, as the forward recomputes x @ a.T.
-    return launch(dy, w, b, a, dx, scale)
+    return _launch(dy, w, b, a, dx, scale)
 
 
 def _backward(inputs, out, grad_out):
@@ -111,11 +109,11 @@ def _backward(inputs, out, grad_out):
 @register(
     op="lora_linear",
     name="fused",
-    version="1.0.1",
+    version="1.0.2",
     dtypes=FLOATS,
     limits={"rank": (1, MAX_RANK)},
     backward=_backward,
 )
 def lora_linear_fused(x, w, a, b, scale, *, out):
     """One autotuned kernel: base GEMM and down projection share each x tile; the up projection is the epilogue."""
-    return launch(x, w.t(), a.t(), b.t(), out, scale)
+    return _launch(x, w.t(), a.t(), b.t(), out, scale)
