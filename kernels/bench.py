@@ -2,6 +2,11 @@
 
 One row per (shape, variant or peer): the median time, the achieved GB/s and TFLOP/s from the op's byte and FLOP
 models, the % of the device-to-device copy bandwidth measured in the same run, and the speedup over eager.
+
+``--pass`` picks what is timed: the forward (``fwd``), the backward alone (``bwd``: the forward runs once, untimed,
+and its output and saved state feed every timed backward), or both in turn (``fwd+bwd``, a training step's share).
+Variants are timed through their launchers (``Variant.forward`` and ``Variant.backward``), peers through their
+public function and ``torch.autograd.grad``, so both pay for the gradients they allocate.
 """
 
 from __future__ import annotations
@@ -24,15 +29,93 @@ class Row:
     shape: tuple[int, ...]
     dtype: str
     mode: str
+    direction: str  # one of PASSES
     name: str
     kind: str  # "variant" or "peer"
     version: str
     fingerprint: str
     ms: float
+    nbytes: int
+    """The byte model's count for this pass, from which ``gbs`` comes."""
     gbs: float
     tflops: float
     pct_copy: float
     vs_eager: float | None
+
+
+PASSES = ("fwd", "bwd", "fwd+bwd")
+
+
+def model(op_spec: spec.OpSpec, direction: str, inputs: spec.Inputs, out) -> tuple[int, int]:
+    """(bytes, FLOPs) a pass must move and compute, from the op's models (see ``OpSpec.backward_bytes``)."""
+    shape = op_spec.problem_shape(inputs)
+    dtype = op_spec.operand_dtype(inputs)
+    fwd = (op_spec.bytes_moved(shape, dtype), op_spec.flops(shape))
+    if direction == "fwd":
+        return fwd
+    bwd_flops = op_spec.backward_flops(shape) if op_spec.backward_flops else 2 * fwd[1]
+    if op_spec.backward_bytes:
+        bwd_bytes = op_spec.backward_bytes(inputs)
+    else:
+        grads = [inputs[n] for n in op_spec.grad_inputs if isinstance(inputs.get(n), torch.Tensor)]
+        bwd_bytes = sum(spec.nbytes(o) for o in dispatch._as_tuple(out)) + 2 * sum(spec.nbytes(t) for t in grads)
+    if direction == "bwd":
+        return bwd_bytes, bwd_flops
+    both = op_spec.forward_backward_bytes(inputs) if op_spec.forward_backward_bytes else fwd[0] + bwd_bytes
+    return both, fwd[1] + bwd_flops
+
+
+def _grad_out(op_spec: spec.OpSpec, out, shape, generator: torch.Generator, device):
+    """A random output gradient (never zeros) for outputs shaped like ``out``, scaled as the backward tests scale
+    it."""
+    grads = tuple(
+        spec.randn(tuple(o.shape), o.dtype, device, generator, scale=op_spec.grad_scale(shape))
+        for o in dispatch._as_tuple(out)
+    )
+    return grads if isinstance(out, tuple) else grads[0]
+
+
+def _variant_call(v, op_spec: spec.OpSpec, direction: str, inputs: spec.Inputs, grad_out):
+    """What to time for a variant in this pass: its launchers alone, the entry point's checks left out."""
+    out = op_spec.make_output(inputs)
+    if direction == "fwd":
+        return lambda: dispatch.call_forward(v, inputs, out, None)
+
+    def with_stash(stash):
+        return inputs | {"stash": stash} if v.wants_stash else inputs
+
+    stash: dict = {}
+    dispatch.call_forward(v, inputs, out, stash)
+    if direction == "bwd":
+        return lambda: v.backward(with_stash(stash), out, grad_out)
+
+    def forward_backward():
+        step: dict = {}
+        dispatch.call_forward(v, inputs, out, step)
+        return v.backward(with_stash(step), out, grad_out)
+
+    return forward_backward
+
+
+def _peer_call(fn: Callable, op_spec: spec.OpSpec, direction: str, inputs: spec.Inputs, grad_out):
+    """What to time for a peer in this pass: its public function, and autograd for the gradients."""
+    if direction == "fwd":
+        return lambda: fn(**inputs)
+    leaves = {
+        n: inputs[n].detach().requires_grad_()
+        for n in op_spec.grad_inputs
+        if isinstance(inputs.get(n), torch.Tensor) and inputs[n].is_floating_point()
+    }
+    with_grad = inputs | leaves
+    grads = dispatch._as_tuple(grad_out)
+    if direction == "bwd":
+        outs = dispatch._as_tuple(fn(**with_grad))
+        return lambda: torch.autograd.grad(outs, tuple(leaves.values()), grads, retain_graph=True)
+
+    def forward_backward():
+        return torch.autograd.grad(dispatch._as_tuple(fn(**with_grad)), tuple(leaves.values()), grads)
+
+    return forward_backward
 
 
 def default_peers(op_spec: spec.OpSpec) -> dict[str, Callable[[], Callable | None]]:
@@ -40,10 +123,6 @@ def default_peers(op_spec: spec.OpSpec) -> dict[str, Callable[[], Callable | Non
     peers.setdefault("eager", lambda: op_spec.reference)
     peers.setdefault("torch.compile", lambda: torch.compile(op_spec.reference, dynamic=False))
     return peers
-
-
-def _call_peer(fn: Callable, inputs: spec.Inputs) -> Callable[[], object]:
-    return lambda: fn(**inputs)
 
 
 def run(
@@ -54,11 +133,17 @@ def run(
     dtype: str | torch.dtype | None = None,
     mode: str | None = None,
     peers: list[str] | None = None,
+    direction: str = "fwd",
     timer: Callable[[Callable[[], object]], list[float]] = timing.samples_ms,
     copy_gbs: float | None = None,
 ) -> list[Row]:
-    """Time the variants and peers of ``op``. ``timer`` returns samples in ms (tests pass a fake one)."""
+    """Time the variants and peers of ``op`` in one pass (``PASSES``). ``timer`` returns samples in ms (tests pass
+    a fake one)."""
     op_spec = spec.get(op)
+    if direction not in PASSES:
+        raise ValueError(f"{op}: unknown pass {direction!r}; choose one of {', '.join(PASSES)}")
+    if direction != "fwd" and not op_spec.has_backward:
+        raise ValueError(f"{op}: the op has no backward, so only the forward pass ('fwd') can be timed")
     chosen = [registry.get(op, name) for name in variants] if variants else registry.variants_of(op)
     dtype = parse(dtype) if dtype is not None else _default_dtype(chosen)
     mode = mode or op_spec.modes[0]
@@ -75,24 +160,28 @@ def run(
     device = backend.device()
     rows: list[Row] = []
     for shape in shapes or op_spec.gpu_shapes:
-        inputs = op_spec.make_inputs(tuple(shape), dtype, device, torch.Generator().manual_seed(0), mode)
-        nbytes, flops = op_spec.bytes_moved(tuple(shape), dtype), op_spec.flops(tuple(shape))
+        generator = torch.Generator().manual_seed(0)
+        inputs = op_spec.make_inputs(tuple(shape), dtype, device, generator, mode)
+        meta_out = op_spec.make_output(dispatch._meta(inputs))
+        nbytes, flops = model(op_spec, direction, inputs, meta_out)
+        # One output gradient per shape, drawn after the inputs, for every variant and peer alike.
+        grad_out = None if direction == "fwd" else _grad_out(op_spec, meta_out, tuple(shape), generator, device)
         timed: list[tuple[str, str, str, str, float]] = []
         for v in chosen:
             if v.unsupported_backend() or v.unsupported_dtype(dtype) or v.unsupported_shape(tuple(shape)):
                 continue
             if mode not in v.modes:
                 continue
-            out = op_spec.make_output(inputs)
-            dispatch.run(op, inputs, variant=v.name, out=out)  # validates once, compiles, autotunes
-            # Timed through the launcher alone: the entry point's checks are host time, which bench-host measures.
-            ms = statistics.median(
-                timer(lambda v=v, out=out, inputs=inputs: dispatch.call_forward(v, inputs, out, None))
-            )
+            if direction != "fwd" and v.backward is None:
+                print(f"{v.key} has no backward ({v.no_backward}); left out of the {direction} rows", file=sys.stderr)
+                continue
+            dispatch.run(op, inputs, variant=v.name, out=op_spec.make_output(inputs))  # validates, compiles, tunes
+            call = _variant_call(v, op_spec, direction, inputs, grad_out)
+            ms = statistics.median(timer(call))
             timed.append((v.name, "variant", v.version, v.fingerprint, ms))
         for name, fn in peer_fns.items():
             try:
-                ms = statistics.median(timer(_call_peer(fn, inputs)))
+                ms = statistics.median(timer(_peer_call(fn, op_spec, direction, inputs, grad_out)))
             except Exception as exc:
                 # A peer's own limits (e.g. Liger refuses rows past 65536 columns) leave a gap in its row, not a
                 # failed run: the variants are what this command measures.
@@ -108,11 +197,13 @@ def run(
                     shape=tuple(shape),
                     dtype=short(dtype),
                     mode=mode,
+                    direction=direction,
                     name=name,
                     kind=kind,
                     version=version,
                     fingerprint=fingerprint,
                     ms=ms,
+                    nbytes=nbytes,
                     gbs=gbs,
                     tflops=flops / (ms * 1e-3) / 1e12,
                     pct_copy=100 * gbs / copy_gbs,
@@ -130,11 +221,12 @@ def _default_dtype(variants) -> torch.dtype:
 
 
 def format_table(rows: list[Row], copy_gbs: float) -> str:
-    headers = ["shape", "dtype", "name", "version", "ms", "GB/s", "TFLOP/s", "% copy", "x eager"]
+    headers = ["shape", "dtype", "pass", "name", "version", "ms", "GB/s", "TFLOP/s", "% copy", "x eager"]
     body = [
         [
             "x".join(map(str, r.shape)),
             r.dtype,
+            r.direction,
             r.name if r.kind == "variant" else f"[{r.name}]",
             r.version,
             f"{r.ms:.4f}",
@@ -163,12 +255,11 @@ def plot(rows: list[Row], path: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     for name in dict.fromkeys(r.name for r in rows):
         mine = [r for r in rows if r.name == name]
-        sizes = [spec.get(r.op).bytes_moved(r.shape, parse(r.dtype)) for r in mine]
-        ax.plot(sizes, [r.gbs if memory_bound else r.tflops for r in mine], marker="o", label=name)
+        ax.plot([r.nbytes for r in mine], [r.gbs if memory_bound else r.tflops for r in mine], marker="o", label=name)
     ax.set_xscale("log")
     ax.set_xlabel("bytes moved (model)")
     ax.set_ylabel("GB/s" if memory_bound else "TFLOP/s")
-    ax.set_title(f"{rows[0].op} ({rows[0].dtype}) — {backend.describe()}", fontsize=8)
+    ax.set_title(f"{rows[0].op} {rows[0].direction} ({rows[0].dtype}) — {backend.describe()}", fontsize=8)
     ax.legend()
     fig.savefig(path, dpi=120, bbox_inches="tight")
 

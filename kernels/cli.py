@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from kernels.bench import PASSES
 from kernels.dtypes import short
 
 
@@ -117,6 +118,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         mode=args.mode,
         peers=args.peer,
+        direction=args.direction,
         copy_gbs=copy_gbs,
     )
     print(bench.format_table(rows, copy_gbs))
@@ -189,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--dtype", help="e.g. bf16 (default: bf16 where supported)")
     p_bench.add_argument("--mode", help="the op's input mode (default: its first, e.g. matmul's 'default')")
     p_bench.add_argument("--peer", action="append", help="only this peer (repeatable; default: all declared)")
+    p_bench.add_argument(
+        "--pass",
+        dest="direction",
+        choices=PASSES,
+        default="fwd",
+        help="what is timed: the forward, the backward alone, or both in turn (default: fwd)",
+    )
     p_bench.add_argument("--plot", help="write a PNG of throughput against size")
     p_bench.add_argument("--json", help="write the rows, versions and fingerprints as JSON")
     p_bench.set_defaults(func=cmd_bench)

@@ -82,6 +82,15 @@ class OpSpec:
     copy bandwidth."""
     roofline_name: str = "copy bandwidth"
     """What ``roofline`` is, in the benchmarks' units (e.g. "cuBLAS bf16")."""
+    backward_bytes: Callable[[Inputs], int] | None = None
+    """Fewest bytes the backward pass must move, for these inputs. None: the output gradient read once, and each
+    differentiable input read once and its gradient written once (right for norms, softmax and activations; an op
+    whose backward needs less, such as a linear map, or more, names its own)."""
+    forward_backward_bytes: Callable[[Inputs], int] | None = None
+    """Fewest bytes a forward and its backward must move together. None: the sum of the two. An op whose gradient
+    can be written in the forward pass (cross-entropy) names its own."""
+    backward_flops: Callable[[Shape], int] | None = None
+    """FLOPs of the backward pass. None: twice the forward's (a gradient for each of a product's two operands)."""
 
     def tolerance(self, dtype: torch.dtype, operand_dtype: torch.dtype | None = None) -> _tol.Tolerance:
         """The tolerance for a result of ``dtype``. An override for the operand dtype wins (an fp8 matmul writes
@@ -126,6 +135,11 @@ def upcast(inputs: Inputs, device: torch.device | str | None = None, *, keep_gra
             value = value.to(device=device or value.device, dtype=torch.float64)
         out[key] = value
     return out
+
+
+def nbytes(t: torch.Tensor) -> int:
+    """Bytes of a tensor's elements (what a kernel moves reading or writing it once)."""
+    return t.numel() * t.element_size()
 
 
 def randn(shape: Shape, dtype: torch.dtype, device, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:

@@ -74,3 +74,57 @@ def test_a_peer_that_cannot_run_is_left_out_not_fatal(capsys) -> None:
         op_spec.peers.update(original)
     assert {r.name for r in rows} >= {"eager", "naive"} and "refuser" not in {r.name for r in rows}
     assert "peer refuser cannot run softmax (3, 5): RuntimeError" in capsys.readouterr().err
+
+
+def test_backward_rows_time_the_gradient_and_count_its_bytes() -> None:
+    shape = (7, 129)
+    results = []
+
+    def recording_timer(fn):
+        results.append(fn())
+        return [1.0]
+
+    rows = bench.run(
+        "softmax", shapes=[shape], dtype="f32", peers=["eager"], direction="bwd", timer=recording_timer, copy_gbs=1.0
+    )
+    assert {r.direction for r in rows} == {"bwd"} and ("eager", "peer") in {(r.name, r.kind) for r in rows}
+    # Default model: dy read, x read, dx written.
+    assert all(r.nbytes == 3 * 7 * 129 * 4 for r in rows)
+    # What was timed is the gradient: every variant's and the peer's equal autograd's of the reference.
+    generator = torch.Generator().manual_seed(0)
+    x = spec.get("softmax").make_inputs(shape, torch.float32, "cpu", generator, "default")["x"]
+    x64 = x.double().requires_grad_()
+    dy = bench._grad_out(spec.get("softmax"), x, shape, generator, "cpu")
+    (expected,) = torch.autograd.grad(torch.softmax(x64, -1), x64, dy.double())
+    assert len(results) == len(rows)
+    for r in results:
+        dx = r["x"] if isinstance(r, dict) else r[0]
+        torch.testing.assert_close(dx.double(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_forward_backward_uses_the_ops_own_byte_model() -> None:
+    shape = (5, 4099)
+    rows = bench.run(
+        "cross_entropy",
+        shapes=[shape],
+        dtype="f32",
+        peers=["eager"],
+        direction="fwd+bwd",
+        timer=fake_timer,
+        copy_gbs=1.0,
+    )
+    assert {r.name for r in rows} >= {"fused", "naive", "eager"}
+    # Logits read once and their gradient written once, targets read and losses written: not forward + backward.
+    assert all(r.nbytes == 2 * 5 * 4099 * 4 + 5 * 12 for r in rows)
+    rope = bench.run(
+        "rope", shapes=[(1, 2, 1, 7, 8)], dtype="f32", peers=[], direction="bwd", timer=fake_timer, copy_gbs=1.0
+    )
+    # A linear map: output gradients read, input gradients written, cos and sin read; q and k are not needed.
+    assert all(r.nbytes == (2 * (2 + 1) * 7 * 8 + 2 * 7 * 8) * 4 for r in rope)
+
+
+def test_a_pass_the_op_lacks_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no backward"):
+        bench.run("quantize", shapes=[(2, 128)], peers=[], direction="bwd", timer=fake_timer, copy_gbs=1.0)
+    with pytest.raises(ValueError, match="unknown pass"):
+        bench.run("softmax", shapes=[(2, 3)], peers=[], direction="backward", timer=fake_timer, copy_gbs=1.0)

@@ -215,6 +215,8 @@ SPEC = spec.define(
         bytes_moved=_bytes,
         has_backward=True,
         grad_inputs=("q", "k", "v"),
+        # Recomputing QK^T, then dV, dP, dQ and dK: five products where the forward has two (FlashAttention-2's count).
+        backward_flops=lambda s: 5 * _flops(s) // 2,
         peers={"SDPA": lambda: _sdpa},
         tolerance_overrides={
             torch.float32: tolerance.override(

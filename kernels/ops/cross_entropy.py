@@ -135,6 +135,9 @@ SPEC = spec.define(
         bytes_moved=lambda s, dtype: s[0] * s[1] * dtype.itemsize + s[0] * (8 + 4),
         has_backward=True,
         grad_inputs=("logits",),
+        # A training step must read the logits and write their gradient once each: the gradient can be written in
+        # the forward pass, which already holds each row's logsumexp. Targets read, per-row losses written.
+        forward_backward_bytes=lambda i: 2 * spec.nbytes(i["logits"]) + i["target"].numel() * (8 + 4),
         modes=("mean", "sum", "none", "smoothing"),
         mode_of=_mode_of,
         default_variant="fused",

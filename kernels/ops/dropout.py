@@ -85,6 +85,8 @@ SPEC = spec.define(
         bytes_moved=lambda s, dtype: 2 * s[0] * dtype.itemsize,
         has_backward=True,
         grad_inputs=("x",),
+        # dy read and dx written; the mask is regenerated from the seed, and x is not needed.
+        backward_bytes=lambda i: 2 * spec.nbytes(i["x"]),
         reference_needs_output=True,
         default_variant="seeded",
         peers={

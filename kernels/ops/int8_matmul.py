@@ -129,6 +129,13 @@ SPEC = spec.define(
         bytes_moved=lambda s, dtype: s[1] * s[2] + 4 * s[1] + (s[0] * s[2] + s[0] * s[1]) * dtype.itemsize,
         has_backward=True,
         grad_inputs=("x",),
+        # dx = dy @ (w * scale): dy, the int8 weight and its scales read, dx written; x itself is not needed.
+        backward_bytes=lambda i: (
+            i["x"].shape[0] * i["w"].shape[0] * i["x"].element_size()
+            + spec.nbytes(i["w"])
+            + spec.nbytes(i["scale"])
+            + spec.nbytes(i["x"])
+        ),
         # dx sums N products: this keeps it O(1) whatever N is.
         grad_scale=lambda s: max(s[1], 1) ** -0.5,
         peers={"cuBLAS pre-dequantized": lambda: _PreDequantized()},

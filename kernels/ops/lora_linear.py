@@ -122,6 +122,12 @@ SPEC = spec.define(
         ),
         has_backward=True,
         grad_inputs=("x", "a", "b"),
+        # dy, x, a and b read, their gradients written, and the frozen w read for dx.
+        backward_bytes=lambda i: (
+            i["x"].shape[0] * i["w"].shape[0] * i["x"].element_size()
+            + 2 * sum(spec.nbytes(i[n]) for n in ("x", "a", "b"))
+            + spec.nbytes(i["w"])
+        ),
         # dx sums N products, da and db M: this keeps every gradient O(1) (a standard deviation of at most 4 at
         # the GPU shapes), as matmul's grad_scale does.
         grad_scale=lambda s: max(s[0], s[1], 1) ** -0.5,

@@ -123,6 +123,10 @@ SPEC = spec.define(
         bytes_moved=lambda s, dtype: (2 * _rows(s) * s[4] + 2 * s[3] * s[4]) * dtype.itemsize,
         has_backward=True,
         grad_inputs=("q", "k"),
+        # The rotation is linear: dq and dk come from the output gradients, cos and sin alone (q and k unread).
+        backward_bytes=lambda i: (
+            sum(spec.nbytes(i[n]) for n in ("q", "k")) * 2 + spec.nbytes(i["cos"]) + spec.nbytes(i["sin"])
+        ),
     )
 )
 
