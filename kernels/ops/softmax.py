@@ -60,7 +60,7 @@ SPEC = spec.define(
         problem_shape=_shape,
         validate=_validate,
         operand_dtype=lambda i: i["x"].dtype,
-        cpu_shapes=[(1, 1), (7, 129), (33, 1000), (5, 4099)],
+        cpu_shapes=[(1, 1), (7, 129), (33, 1000), (5, 4099), (3, 16411)],
         gpu_shapes=[(1, 1), (37, 1000), (1823, 781), (4096, 4096), (16384, 8192), (64, 65536), (8, 262147)],
         # Attention-score rows (16384 x 8192) and a row as long as a large vocabulary.
         bench_shapes=[(16384, 8192), (4096, 32768), (256, 131072)],

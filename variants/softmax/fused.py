@@ -33,7 +33,7 @@ def _num_warps(block_cols):
 @register(
     op="softmax",
     name="fused",
-    version="1.0.0",
+    version="1.0.1",
     dtypes=FLOATS,
     limits={"cols": (1, MAX_COLS)},
     backward=softmax_backward,

@@ -60,7 +60,7 @@ def _normalize_kernel(
         tl.store(out_row + cols_idx, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@register(op="softmax", name="naive", version="1.0.0", dtypes=FLOATS, backward=softmax_backward)
+@register(op="softmax", name="naive", version="1.0.1", dtypes=FLOATS, backward=softmax_backward)
 def softmax_naive(x, *, out):
     """Three kernels per call: row max, row sum of exponentials, normalize."""
     x_rows, out_rows = as_rows(x), as_rows(out)

@@ -44,7 +44,7 @@ def _softmax_online_kernel(x_ptr, out_ptr, x_row_stride, out_row_stride, cols, B
         tl.store(out_row + cols_idx, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@register(op="softmax", name="online", version="1.0.0", dtypes=FLOATS, backward=softmax_backward)
+@register(op="softmax", name="online", version="1.0.1", dtypes=FLOATS, backward=softmax_backward)
 def softmax_online(x, *, out):
     """Online max and sum in one pass over each row, then a pass that writes the output."""
     x_rows, out_rows = as_rows(x), as_rows(out)
