@@ -66,10 +66,13 @@ def model(op_spec: spec.OpSpec, direction: str, inputs: spec.Inputs, out) -> tup
 
 
 def _grad_out(op_spec: spec.OpSpec, out, shape, generator: torch.Generator, device):
-    """A random output gradient (never zeros) for outputs shaped like ``out``, scaled as the backward tests scale
+    """The output gradient a training step would see, for outputs shaped like ``out``: 1 for a 0-dim output (a
+    loss, as ``loss.backward()`` seeds it), otherwise random (never zeros) and scaled as the backward tests scale
     it."""
     grads = tuple(
-        spec.randn(tuple(o.shape), o.dtype, device, generator, scale=op_spec.grad_scale(shape))
+        torch.ones((), dtype=o.dtype, device=device)
+        if o.dim() == 0
+        else spec.randn(tuple(o.shape), o.dtype, device, generator, scale=op_spec.grad_scale(shape))
         for o in dispatch._as_tuple(out)
     )
     return grads if isinstance(out, tuple) else grads[0]

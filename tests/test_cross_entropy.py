@@ -144,15 +144,20 @@ def test_loss_does_not_depend_on_whether_a_gradient_is_wanted() -> None:
     assert torch.equal(plain.view(torch.int32), with_grad.detach().view(torch.int32))
 
 
+@pytest.mark.parametrize("grad_scale", [2.0, 1.0])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_backward_twice(variant) -> None:
-    # Backward must leave what forward stored intact, for a graph that is run again.
+def test_backward_twice(variant, grad_scale) -> None:
+    # Backward must leave what forward stored intact, for a graph that is run again; at 1.0 fused hands back the
+    # stored gradient itself, which must survive being accumulated into a leaf's .grad.
     inputs = _inputs((7, 129), salt=f"twice-{variant}")
     logits = inputs["logits"].detach().requires_grad_()
     out = kernels.cross_entropy(logits, inputs["target"], variant=variant)
-    first = torch.autograd.grad(out, logits, torch.tensor(2.0, device=DEV), retain_graph=True)[0]
-    second = torch.autograd.grad(out, logits, torch.tensor(2.0, device=DEV))[0]
+    first = torch.autograd.grad(out, logits, torch.tensor(grad_scale, device=DEV), retain_graph=True)[0].clone()
+    out.backward(torch.tensor(grad_scale, device=DEV), retain_graph=True)
+    out.backward(torch.tensor(grad_scale, device=DEV), retain_graph=True)
+    second = torch.autograd.grad(out, logits, torch.tensor(grad_scale, device=DEV))[0]
     assert torch.equal(first, second)
+    torch.testing.assert_close(logits.grad, 2 * first, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

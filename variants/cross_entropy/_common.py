@@ -65,6 +65,30 @@ def reduce_rows(losses, target, out, ignore_index, reduction):
 
 
 @triton.jit
+def _count_rows_kernel(target_ptr, count_ptr, rows, target_stride, ignore_index, BLOCK_ROWS: tl.constexpr):
+    row_offsets = tl.arange(0, BLOCK_ROWS)
+    count_lanes = tl.zeros([BLOCK_ROWS], dtype=tl.int32)
+    for start in range(0, rows, BLOCK_ROWS):
+        rows_idx = start + row_offsets
+        target = tl.load(target_ptr + rows_idx.to(tl.int64) * target_stride, mask=rows_idx < rows, other=ignore_index)
+        count_lanes += (target != ignore_index).to(tl.int32)
+    tl.store(count_ptr, tl.sum(count_lanes, axis=0).to(tl.float32))
+
+
+def count_rows(target, ignore_index):
+    """The number of rows whose target is not ``ignore_index``, as a 1-element fp32 tensor on the device (no host
+    synchronization): what a mean divides by, for a kernel that needs it before the losses are summed."""
+    count = memory.empty((1,), dtype=torch.float32, device=target.device)
+    rows = target.shape[0]
+    block_rows = min(triton.next_power_of_2(max(rows, 1)), MAX_BLOCK_ROWS)
+    _count_rows_kernel[(1,)](
+        target, count, rows, target.stride(0), ignore_index, BLOCK_ROWS=block_rows,
+        num_warps=max(1, min(8, block_rows // 128)),
+    )  # fmt: skip
+    return count
+
+
+@triton.jit
 def row_grad_scale(grad_out_ptr, count_ptr, row, grad_out_stride, MEAN: tl.constexpr):
     """The factor row ``row``'s gradient is multiplied by: its own output gradient (``grad_out_stride`` 1,
     reduction none), or the one output gradient (stride 0), divided by the count for a mean."""

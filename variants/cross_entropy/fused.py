@@ -1,8 +1,13 @@
 """cross_entropy, fused: one program per row. A first loop over the vocabulary keeps, per lane, a running max
 and a sum of exponentials rescaled to it (an online logsumexp) and the sum of the logits; a second loop writes
-the gradient of the row's loss, ``softmax - (1 - eps) * onehot(t) - eps / V``, in the logits' dtype. Nothing of
-size [T, V] is kept but that gradient, and backward only scales it by the output gradient. The gradient loop
-runs only when logits requires grad; ignored rows skip both loops and write a zero gradient row."""
+the gradient of the row's loss, ``softmax - (1 - eps) * onehot(t) - eps / V``, in the logits' dtype, already
+divided by the count of rows for a mean. Nothing of size [T, V] is kept but that gradient. The gradient loop runs
+only when logits requires grad; ignored rows skip both loops and write a zero gradient row.
+
+Backward is then the gradient times the output gradient. For a loss, that is almost always 1 (``loss.backward()``),
+and backward returns the stored gradient as it is: a training step reads the logits and writes their gradient once
+each, where scaling would read and write the [T, V] gradient once more. Deciding that costs one device-to-host
+read of the output gradient (a scalar, or [T] for reduction none)."""
 
 import torch
 import triton
@@ -11,7 +16,7 @@ import triton.language as tl
 from kernels import memory
 from kernels.dtypes import FLOATS
 from kernels.registry import register
-from variants.cross_entropy._common import reduce_rows, row_grad_scale, vocab_block
+from variants.cross_entropy._common import count_rows, reduce_rows, vocab_block
 
 MAX_BLOCK_VOCAB = 4096
 MAX_BLOCK_VOCAB_BACKWARD = 2048
@@ -24,12 +29,14 @@ def _cross_entropy_fused_kernel(
     target_ptr,
     loss_ptr,
     grad_ptr,
+    count_ptr,
     logits_row_stride,
     target_stride,
     vocab,
     ignore_index,
     label_smoothing,
     WRITE_GRAD: tl.constexpr,
+    MEAN: tl.constexpr,
     BLOCK_VOCAB: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -79,6 +86,9 @@ def _cross_entropy_fused_kernel(
             # softmax as exp(x - max) / sum: the exponent stays small where p is large, so p keeps fp32's
             # relative precision (exp(x - lse) would inherit the rounding of lse ~ log V).
             inv_sum = 1.0 / row_sum
+            # A mean's 1 / count, applied before the one rounding to the logits' dtype. This row is counted, so the
+            # count is at least 1.
+            row_scale = 1.0 / tl.load(count_ptr) if MEAN else 1.0
             target_col = tl.where(in_range, target, -1).to(tl.int32)
             nan_if_bad_target = tl.where(in_range, 0.0, float("nan"))
             uniform = label_smoothing / vocab + nan_if_bad_target
@@ -87,43 +97,37 @@ def _cross_entropy_fused_kernel(
                 in_row = cols < vocab
                 x = tl.load(logits_row + cols, mask=in_row, other=0.0).to(tl.float32)
                 p = tl.exp(x - row_max) * inv_sum
-                grad = p - uniform - tl.where(cols == target_col, 1.0 - label_smoothing, 0.0)
+                grad = (p - uniform - tl.where(cols == target_col, 1.0 - label_smoothing, 0.0)) * row_scale
                 tl.store(grad_row + cols, grad.to(grad_ptr.dtype.element_ty), mask=in_row)
 
 
 @triton.jit
-def _scale_grad_kernel(
-    grad_ptr,
-    grad_out_ptr,
-    count_ptr,
-    dlogits_ptr,
-    grad_out_stride,
-    vocab,
-    MEAN: tl.constexpr,
-    BLOCK_VOCAB: tl.constexpr,
-):
+def _scale_grad_kernel(grad_ptr, grad_out_ptr, dlogits_ptr, grad_out_stride, vocab, BLOCK_VOCAB: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_VOCAB + tl.arange(0, BLOCK_VOCAB)
     in_row = cols < vocab
-    scale = row_grad_scale(grad_out_ptr, count_ptr, row, grad_out_stride, MEAN)
+    # The row's own output gradient (stride 1, reduction none) or the one scalar (stride 0); a mean's 1 / count is
+    # in the stored gradient already.
+    scale = tl.load(grad_out_ptr + row * grad_out_stride).to(tl.float32)
     grad = tl.load(grad_ptr + row * vocab + cols, mask=in_row, other=0.0).to(tl.float32)
     tl.store(dlogits_ptr + row * vocab + cols, (grad * scale).to(dlogits_ptr.dtype.element_ty), mask=in_row)
 
 
 def _backward(inputs, out, grad_out):
-    logits, stash = inputs["logits"], inputs["stash"]
+    stash = inputs["stash"]
+    if bool((grad_out == 1).all()):
+        # The stored gradient is the answer; it is not changed here, so a graph run twice gets it twice.
+        return {"logits": stash["grad"]}
+    logits = inputs["logits"]
     rows, vocab = logits.shape
     dlogits = memory.empty((rows, vocab), dtype=logits.dtype, device=logits.device)
     block, warps = vocab_block(vocab, MAX_BLOCK_VOCAB_BACKWARD)
-    reduction = inputs["reduction"]
     _scale_grad_kernel[(rows, triton.cdiv(vocab, block))](
         stash["grad"],
         grad_out,
-        stash.get("count", grad_out),
         dlogits,
-        1 if reduction == "none" else 0,
+        1 if inputs["reduction"] == "none" else 0,
         vocab,
-        MEAN=reduction == "mean",
         BLOCK_VOCAB=block,
         num_warps=warps,
     )
@@ -131,7 +135,7 @@ def _backward(inputs, out, grad_out):
 
 
 @register(
-    op="cross_entropy", name="fused", version="1.0.0", dtypes=FLOATS, modes=MODES, backward=_backward, backward_reads=()
+    op="cross_entropy", name="fused", version="1.1.0", dtypes=FLOATS, modes=MODES, backward=_backward, backward_reads=()
 )
 def cross_entropy_fused(logits, target, ignore_index, label_smoothing, reduction, *, out, stash):
     """Online logsumexp per row, and the row's gradient written in the same program."""
@@ -139,28 +143,33 @@ def cross_entropy_fused(logits, target, ignore_index, label_smoothing, reduction
     # The dispatcher passes a stash only when a backward will follow; without one, the second loop and the
     # [T, V] gradient buffer are skipped.
     write_grad = stash is not None
-    # The gradient is kept in the logits' dtype (half the memory of fp32 for half types). Backward's scaling
-    # rounds it once more: two roundings stay within 2**-10 relative for fp16, inside its table rtol of 1e-3.
+    # The gradient is kept in the logits' dtype (half the memory of fp32 for half types). Backward's scaling, where
+    # the output gradient is not 1, rounds it once more: two roundings stay within 2**-10 relative for fp16, inside
+    # its table rtol of 1e-3.
     grad = memory.empty((rows, vocab) if write_grad else (1,), dtype=logits.dtype, device=logits.device)
     losses = out if reduction == "none" else memory.empty((rows,), dtype=torch.float32, device=logits.device)
+    mean_grad = write_grad and reduction == "mean"
+    # The gradient of a mean needs the count of rows before the first row's gradient is written.
+    count = count_rows(target, ignore_index) if mean_grad else losses
     block, warps = vocab_block(vocab, MAX_BLOCK_VOCAB)
     _cross_entropy_fused_kernel[(rows,)](
         logits,
         target,
         losses,
         grad,
+        count,
         logits.stride(0),
         target.stride(0),
         vocab,
         ignore_index,
         float(label_smoothing),
         WRITE_GRAD=write_grad,
+        MEAN=mean_grad,
         BLOCK_VOCAB=block,
         num_warps=warps,
     )
-    count = reduce_rows(losses, target, out, ignore_index, reduction) if reduction != "none" else None
+    if reduction != "none":
+        reduce_rows(losses, target, out, ignore_index, reduction)
     if write_grad:
         stash["grad"] = grad
-        if count is not None:
-            stash["count"] = count
     return out
