@@ -1,6 +1,7 @@
-"""softmax's span path (variants/softmax/_spans.py) beyond the generated cases: the CPU shape meant to reach it
-does, in the autotuned forward and the shared backward, so its coverage cannot vanish with a change of threshold;
-and spans that hold only -inf, or the whole row's max in the last, partly filled span."""
+"""softmax's layouts for long rows beyond the generated cases: the CPU shape meant to reach the span path
+(variants/softmax/_spans.py) does, in the autotuned forward and the shared backward, so its coverage cannot vanish
+with a change of threshold; spans that hold only -inf, or the whole row's max in the last, partly filled span; and
+the backward's two-pass kernel for rows past its on-chip limit."""
 
 from __future__ import annotations
 
@@ -94,3 +95,23 @@ def test_spans_of_only_minus_inf_and_the_row_max_in_the_partial_last_span(span_l
     check_close(x.grad, ref_x.grad, tol, what="dx")
     assert not x.grad[0, span_cols : 2 * span_cols].any() and not x.grad[2, : (spans - 1) * span_cols].any()
     assert {name: len(launch.grids) for name, launch in span_launches.items()} == dict.fromkeys(span_launches, 1)
+
+
+def test_rows_past_the_on_chip_limit_take_the_two_pass_backward(monkeypatch) -> None:
+    # Rows longer than ON_CHIP_MAX_COLS and many enough to fill the GPU loop over the row twice; at the real limits
+    # that needs 1056 rows of 16385 columns, too many for the interpreter, so the limit is lowered to reach it.
+    monkeypatch.setattr(_backward, "ON_CHIP_MAX_COLS", 64)
+    launches = _Launches(_backward._softmax_backward_kernel)
+    monkeypatch.setattr(_backward, "_softmax_backward_kernel", launches)
+    shape = (7, 4099)  # several 4096-column blocks per row, the last one nearly empty
+    assert not _spans.takes_spans(*shape)
+    x = spec.randn(shape, torch.float32, backend.device(), torch.Generator().manual_seed(2), scale=3.0)
+    x.requires_grad_()
+    y = kernels.softmax(x, variant="fused")
+    dy = spec.randn(shape, torch.float32, x.device, torch.Generator().manual_seed(3), scale=SPEC.grad_scale(shape))
+    with memory.poisoned():
+        y.backward(dy)
+    ref_x = x.detach().double().requires_grad_()
+    torch.softmax(ref_x, dim=-1).backward(dy.double())
+    check_close(x.grad, ref_x.grad, SPEC.tolerance(x.grad.dtype), what="dx")
+    assert launches.grids == [(shape[0],)]

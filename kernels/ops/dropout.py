@@ -1,8 +1,9 @@
 """dropout: keep each element of ``x`` with probability ``1 - p`` and scale the kept ones by ``1 / (1 - p)``.
 
-The random mask is Philox, ``tl.rand(seed, i) >= p`` for the element at linear index ``i``: a pure function of
-the seed and the position, so every variant draws the same mask for the same seed (and their results are
-compared), and a backward can regenerate it instead of storing it.
+The random mask is Philox: the element at linear index ``i = 4g + j`` is kept when number ``j`` of
+``tl.rand4x(seed, g)`` is at least ``p`` (variants/dropout/_mask.py). It is a pure function of the seed and the
+position, so every variant draws the same mask for the same seed (and their results are compared), and a backward
+can regenerate it instead of storing it.
 
 Which elements are dropped is the kernel's choice, so the reference takes the kernel's output and checks
 everything else against it: kept elements are exactly ``x / (1 - p)`` and dropped ones exactly 0 (``x`` is

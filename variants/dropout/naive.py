@@ -9,19 +9,18 @@ import triton.language as tl
 from kernels import memory
 from kernels.dtypes import FLOATS
 from kernels.registry import register
+from variants.dropout._mask import element_offsets, keep_mask
 
 BLOCK = 1024
 
 
 @triton.jit
 def _draw_mask_kernel(mask_ptr, n, p, seed, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    offsets = pid * BLOCK + tl.arange(0, BLOCK)
-    in_bounds = offsets < n
-    # Philox keyed by the seed, counter = linear index: the mask depends on nothing else, so the seeded
+    # Philox keyed by the seed, counters from the linear index: the mask depends on nothing else, so the seeded
     # variant draws the same one.
-    keep = tl.rand(seed, offsets) >= p
-    tl.store(mask_ptr + offsets, keep.to(tl.uint8), mask=in_bounds)
+    offsets, groups = element_offsets(tl.program_id(0), BLOCK // 4)
+    keep = keep_mask(seed, groups, p)
+    tl.store(mask_ptr + offsets, keep.to(tl.uint8), mask=offsets < n)
 
 
 @triton.jit
@@ -47,7 +46,7 @@ def _backward(inputs, out, grad_out):
     return {"x": _apply(grad_out, inputs["stash"]["mask"], dx, float(inputs["p"]))}
 
 
-@register(op="dropout", name="naive", version="1.0.0", dtypes=FLOATS, backward=_backward, backward_reads=())
+@register(op="dropout", name="naive", version="1.1.0", dtypes=FLOATS, backward=_backward, backward_reads=())
 def dropout_naive(x, p, seed, *, out, stash):
     """Draw the mask into memory, then apply it; backward reapplies the stored mask."""
     p = float(p)

@@ -9,19 +9,20 @@ import triton.language as tl
 from kernels import memory
 from kernels.dtypes import FLOATS
 from kernels.registry import register
+from variants.dropout._mask import element_offsets, keep_mask
 
 BLOCK = 1024
 
 
 @triton.jit
 def _dropout_seeded_kernel(x_ptr, out_ptr, n, p, scale, seed, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    offsets = pid * BLOCK + tl.arange(0, BLOCK)
+    # Element by element as a [BLOCK / 4, 4] tile: each row of four shares one Philox evaluation. The counters come
+    # from the linear index, not a position within the block, so the mask does not depend on BLOCK and matches the
+    # naive variant's stored one bit for bit.
+    offsets, groups = element_offsets(tl.program_id(0), BLOCK // 4)
     in_bounds = offsets < n
     x = tl.load(x_ptr + offsets, mask=in_bounds).to(tl.float32)
-    # The counter is the linear index, not a position within the block, so the mask does not depend on BLOCK
-    # and matches the naive variant's stored one bit for bit.
-    keep = tl.rand(seed, offsets) >= p
+    keep = keep_mask(seed, groups, p)
     y = tl.where(keep, x * scale, 0.0)
     tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=in_bounds)
 
@@ -39,7 +40,7 @@ def _backward(inputs, out, grad_out):
     return {"x": _launch(grad_out, dx, inputs["p"], inputs["seed"])}
 
 
-@register(op="dropout", name="seeded", version="1.0.0", dtypes=FLOATS, backward=_backward, backward_reads=())
+@register(op="dropout", name="seeded", version="1.1.0", dtypes=FLOATS, backward=_backward, backward_reads=())
 def dropout_seeded(x, p, seed, *, out):
     """Mask drawn in registers from the seed; backward redraws it instead of storing it."""
     return _launch(x, out, p, seed)

@@ -92,10 +92,8 @@ def _span_normalize_kernel(
     x_ptr, w_ptr, sum_sq_ptr, out_ptr, x_row_stride, out_row_stride, cols, eps, SPAN_COLS, SPANS,
     BLOCK_COLS: tl.constexpr, SPANS_POW2: tl.constexpr,
 ):  # fmt: skip
-    # Backwards through the grid: the first kernel's last programs read the rows' last spans, which are still in L2
-    # when this kernel starts on them (a row set larger than L2 is otherwise read back from memory in full).
-    row = tl.num_programs(0) - 1 - tl.program_id(0)
-    span = tl.num_programs(1) - 1 - tl.program_id(1)
+    row = tl.program_id(0)
+    span = tl.program_id(1)
     # Every program of the row adds the same span sums in the same tree, so they agree on rstd bit for bit.
     spans = tl.arange(0, SPANS_POW2)
     sum_sq = tl.sum(tl.load(sum_sq_ptr + row * SPANS + spans, mask=spans < SPANS, other=0.0), axis=0)
@@ -131,7 +129,7 @@ def _spans(rows, cols):
     return span_cols, triton.cdiv(cols, span_cols)
 
 
-@register(op="rmsnorm", name="autotuned", version="1.0.2", dtypes=FLOATS, backward=rmsnorm_backward)
+@register(op="rmsnorm", name="autotuned", version="1.0.1", dtypes=FLOATS, backward=rmsnorm_backward)
 def rmsnorm_autotuned(x, weight, eps, *, out):
     """Rows on chip when they fit, else cut into spans; rows per program, block size and warps tuned."""
     x_rows, out_rows = as_rows(x), as_rows(out)

@@ -4,8 +4,12 @@ y is recomputed in fp32 from x rather than read from the forward's output: a y r
 the gradient outside the table tolerance (eager torch.softmax's half backward fails it too). The traffic is
 the same, x in place of y.
 
-Two layouts, as in the autotuned forward (the cut is variants/softmax/_spans.py):
-- one program per row, one online pass for the row's max, sum of exp and dot, a second that writes dx;
+Three layouts:
+- rows up to ON_CHIP_MAX_COLS: one program per row holds x and dy in registers, so each is read once (the
+  traffic of the minimum: x and dy read, dx written);
+- longer rows (the cut between the next two is variants/softmax/_spans.py, as in the autotuned forward): one
+  program per row, one online pass for the row's max, sum of exp and dot, a second that reads x and dy again and
+  writes dx;
 - long rows that are too few to fill the GPU: a first kernel over (row, span) finds those three for its span
   into fp32 scratch, a second combines a row's spans in a fixed order and writes dx over its span.
 """
@@ -19,6 +23,24 @@ from kernels.ops.softmax import as_rows
 from variants.softmax._spans import row_spans, takes_spans
 
 MAX_BLOCK_COLS = 4096
+# x, dy and the fp32 work on them in registers: 16384 columns over 16 warps is 32 elements of each per thread.
+ON_CHIP_MAX_COLS = 16384
+
+
+@triton.jit
+def _on_chip_backward_kernel(
+    x_ptr, dy_ptr, dx_ptr, x_row_stride, dy_row_stride, dx_row_stride, cols, BLOCK_COLS: tl.constexpr
+):  # fmt: skip
+    row = tl.program_id(0)
+    col_offsets = tl.arange(0, BLOCK_COLS)
+    mask = col_offsets < cols
+    x = tl.load(x_ptr + row * x_row_stride + col_offsets, mask=mask, other=float("-inf")).to(tl.float32)
+    dy = tl.load(dy_ptr + row * dy_row_stride + col_offsets, mask=mask, other=0.0).to(tl.float32)
+    # Padding reads -inf: exp gives 0, so it adds nothing to the sum or the dot.
+    e = tl.exp(x - tl.max(x, axis=0))
+    y = e / tl.sum(e, axis=0)
+    dx = y * (dy - tl.sum(y * dy, axis=0))
+    tl.store(dx_ptr + row * dx_row_stride + col_offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -105,10 +127,8 @@ def _span_backward_kernel(
     x_ptr, dy_ptr, dx_ptr, stats_ptr, x_row_stride, dy_row_stride, dx_row_stride, cols, SPAN_COLS, SPANS,
     BLOCK_COLS: tl.constexpr, SPANS_POW2: tl.constexpr,
 ):  # fmt: skip
-    # Backwards through the grid: the first kernel's last programs read the rows' last spans, which are still in L2
-    # when this kernel starts on them (a row set larger than L2 is otherwise read back from memory in full).
-    row = tl.num_programs(0) - 1 - tl.program_id(0)
-    span = tl.num_programs(1) - 1 - tl.program_id(1)
+    row = tl.program_id(0)
+    span = tl.program_id(1)
     # Every program of the row combines the same spans in the same tree, so they agree on max, sum and dot bit for
     # bit. Padding spans read max -inf and sums 0: they cannot win the max and add exp(-inf) * 0 = 0.
     spans = tl.arange(0, SPANS_POW2)
@@ -139,11 +159,20 @@ def _span_backward_kernel(
 
 
 def softmax_backward(inputs, out, grad_out):
-    """Gradient of softmax with respect to x, with y recomputed in fp32 from x; long rows that are few in spans."""
+    """Gradient of softmax with respect to x, with y recomputed in fp32 from x: rows on chip where they fit, long
+    rows that are few in spans."""
     x = inputs["x"]
     dx = memory.empty_like(x)
     x_rows, dy_rows, dx_rows = as_rows(x), as_rows(grad_out), as_rows(dx)
     rows, cols = x_rows.shape
+    if cols <= ON_CHIP_MAX_COLS:
+        on_chip_cols = triton.next_power_of_2(cols)
+        # One warp per 512 columns, 1 to 16 (rmsnorm's fused rule, measured there at 4096 to 16384 columns).
+        _on_chip_backward_kernel[(rows,)](
+            x_rows, dy_rows, dx_rows, x_rows.stride(0), dy_rows.stride(0), dx_rows.stride(0), cols,
+            BLOCK_COLS=on_chip_cols, num_warps=max(1, min(16, on_chip_cols // 512)),
+        )  # fmt: skip
+        return {"x": dx}
     block_cols = min(triton.next_power_of_2(cols), MAX_BLOCK_COLS)
     # About 16 elements per thread once rows are long; short rows get fewer warps rather than idle ones.
     num_warps = max(1, min(8, block_cols // 256))

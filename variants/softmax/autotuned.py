@@ -75,10 +75,8 @@ def _span_normalize_kernel(
     x_ptr, stats_ptr, out_ptr, x_row_stride, out_row_stride, cols, SPAN_COLS, SPANS,
     BLOCK_COLS: tl.constexpr, SPANS_POW2: tl.constexpr,
 ):  # fmt: skip
-    # Backwards through the grid: the first kernel's last programs read the rows' last spans, which are still in L2
-    # when this kernel starts on them (a row set larger than L2 is otherwise read back from memory in full).
-    row = tl.num_programs(0) - 1 - tl.program_id(0)
-    span = tl.num_programs(1) - 1 - tl.program_id(1)
+    row = tl.program_id(0)
+    span = tl.program_id(1)
     # Every program of the row combines the same span pairs in the same tree, so they agree on the row's max and
     # sum bit for bit. Padding spans read max -inf and sum 0: they cannot win the max and add exp(-inf) * 0 = 0.
     spans = tl.arange(0, SPANS_POW2)
