@@ -92,9 +92,9 @@ def test_backward_rows_time_the_gradient_and_count_its_bytes() -> None:
     assert all(r.nbytes == 3 * 7 * 129 * 4 for r in rows)
     # What was timed is the gradient: every variant's and the peer's equal autograd's of the reference.
     generator = torch.Generator().manual_seed(0)
-    x = spec.get("softmax").make_inputs(shape, torch.float32, "cpu", generator, "default")["x"]
+    x = spec.get("softmax").make_inputs(shape, torch.float32, backend.device(), generator, "default")["x"]
     x64 = x.double().requires_grad_()
-    dy = bench._grad_out(spec.get("softmax"), x, shape, generator, "cpu")
+    dy = bench._grad_out(spec.get("softmax"), x, shape, generator, backend.device())
     (expected,) = torch.autograd.grad(torch.softmax(x64, -1), x64, dy.double())
     assert len(results) == len(rows)
     for r in results:
