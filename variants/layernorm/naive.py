@@ -56,7 +56,7 @@ def _normalize_kernel(
         tl.store(out_row + cols_idx, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@register(op="layernorm", name="naive", version="1.0.1", dtypes=FLOATS, backward=layernorm_backward)
+@register(op="layernorm", name="naive", version="1.0.2", dtypes=FLOATS, backward=layernorm_backward)
 def layernorm_naive(x, weight, bias, eps, *, out):
     """Two kernels per call: row mean and rstd into fp32 scratch, then normalize."""
     x_rows, out_rows = as_rows(x), as_rows(out)

@@ -90,7 +90,7 @@ def _spans(rows, cols, block_cols):
     return span_cols, triton.cdiv(cols, span_cols)
 
 
-@register(op="layernorm", name="welford", version="1.0.1", dtypes=FLOATS, backward=layernorm_backward)
+@register(op="layernorm", name="welford", version="1.0.2", dtypes=FLOATS, backward=layernorm_backward)
 def layernorm_welford(x, weight, bias, eps, *, out):
     """Streaming Welford/Chan statistics over column blocks, rows split into spans when few; any cols."""
     x_rows, out_rows = as_rows(x), as_rows(out)

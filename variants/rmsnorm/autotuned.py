@@ -129,7 +129,7 @@ def _spans(rows, cols):
     return span_cols, triton.cdiv(cols, span_cols)
 
 
-@register(op="rmsnorm", name="autotuned", version="1.0.1", dtypes=FLOATS, backward=rmsnorm_backward)
+@register(op="rmsnorm", name="autotuned", version="1.0.2", dtypes=FLOATS, backward=rmsnorm_backward)
 def rmsnorm_autotuned(x, weight, eps, *, out):
     """Rows on chip when they fit, else cut into spans; rows per program, block size and warps tuned."""
     x_rows, out_rows = as_rows(x), as_rows(out)

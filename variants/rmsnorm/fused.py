@@ -33,7 +33,7 @@ def _num_warps(block_cols):
 @register(
     op="rmsnorm",
     name="fused",
-    version="1.0.1",
+    version="1.0.2",
     dtypes=FLOATS,
     limits={"cols": (1, MAX_COLS)},
     backward=rmsnorm_backward,

@@ -39,7 +39,7 @@ def _num_warps(block_cols):
 @register(
     op="rmsnorm",
     name="fused_residual",
-    version="1.0.1",
+    version="1.0.2",
     dtypes=FLOATS,
     limits={"cols": (1, MAX_COLS)},
     modes=("residual",),

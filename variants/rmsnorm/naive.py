@@ -62,7 +62,7 @@ def _normalize_kernel(
 @register(
     op="rmsnorm",
     name="naive",
-    version="1.0.1",
+    version="1.0.2",
     dtypes=FLOATS,
     modes=("default", "residual"),
     backward=rmsnorm_backward,

@@ -4,23 +4,22 @@ y is recomputed in fp32 from x rather than read from the forward's output: a y r
 the gradient outside the table tolerance (eager torch.softmax's half backward fails it too). The traffic is
 the same, x in place of y.
 
-Three layouts:
-- rows up to ON_CHIP_MAX_COLS: one program per row holds x and dy in registers, so each is read once (the
-  traffic of the minimum: x and dy read, dx written);
-- longer rows (the cut between the next two is variants/softmax/_spans.py, as in the autotuned forward): one
-  program per row, one online pass for the row's max, sum of exp and dot, a second that reads x and dy again and
-  writes dx;
-- long rows that are too few to fill the GPU: a first kernel over (row, span) finds those three for its span
-  into fp32 scratch, a second combines a row's spans in a fixed order and writes dx over its span.
+Two layouts, one program per row in each:
+- rows up to ON_CHIP_MAX_COLS: x and dy held in registers, so each is read once (the traffic of the minimum: x and
+  dy read, dx written);
+- longer rows: one online pass for the row's max, sum of exp and dot, a second that reads x and dy again and
+  writes dx.
+
+Cutting long rows that are few into spans over several programs (as rmsnorm's autotuned forward does) was tried
+and measured slower than one program per row: 26% against 44% of copy for the forward at 256x131072 bf16 on an
+H200 (2026-11-28), so it was dropped.
 """
 
-import torch
 import triton
 import triton.language as tl
 
 from kernels import memory
 from kernels.ops.softmax import as_rows
-from variants.softmax._spans import row_spans, takes_spans
 
 MAX_BLOCK_COLS = 4096
 # x, dy and the fp32 work on them in registers: 16384 columns over 16 warps is 32 elements of each per thread.
@@ -85,82 +84,8 @@ def _softmax_backward_kernel(
         tl.store(dx_row + cols_idx, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _span_grad_stats_kernel(
-    x_ptr, dy_ptr, stats_ptr, x_row_stride, dy_row_stride, cols, SPAN_COLS, SPANS, BLOCK_COLS: tl.constexpr
-):
-    row = tl.program_id(0)
-    span = tl.program_id(1)
-    x_row = x_ptr + row * x_row_stride
-    dy_row = dy_ptr + row * dy_row_stride
-    col_offsets = tl.arange(0, BLOCK_COLS)
-    span_start = span * SPAN_COLS
-    span_end = tl.minimum(span_start + SPAN_COLS, cols)
-
-    # The row kernel's first pass, over the span: per lane the running max, and exp(x - max) and dy * exp(x - max)
-    # summed and rescaled to it.
-    max_lanes = tl.full([BLOCK_COLS], -3.0e38, dtype=tl.float32)
-    sum_lanes = tl.zeros([BLOCK_COLS], dtype=tl.float32)
-    dot_lanes = tl.zeros([BLOCK_COLS], dtype=tl.float32)
-    for start in range(span_start, span_end, BLOCK_COLS):
-        cols_idx = start + col_offsets
-        mask = cols_idx < span_end
-        x = tl.load(x_row + cols_idx, mask=mask, other=float("-inf")).to(tl.float32)
-        dy = tl.load(dy_row + cols_idx, mask=mask, other=0.0).to(tl.float32)
-        new_max = tl.maximum(max_lanes, x)
-        scale = tl.exp(tl.minimum(max_lanes, x) - new_max)
-        grew = x > max_lanes
-        sum_lanes = tl.where(grew, sum_lanes * scale + 1.0, sum_lanes + scale)
-        dot_lanes = tl.where(grew, dot_lanes * scale + dy, dot_lanes + dy * scale)
-        max_lanes = new_max
-    span_max = tl.max(max_lanes, axis=0)
-    lane_weight = tl.exp(max_lanes - span_max)
-    # [rows, 3, SPANS]: a row's maxes, sums and dots, each contiguous for the vector loads that combine them.
-    stats_row = stats_ptr + row * 3 * SPANS
-    tl.store(stats_row + span, span_max)
-    tl.store(stats_row + SPANS + span, tl.sum(sum_lanes * lane_weight, axis=0))
-    tl.store(stats_row + 2 * SPANS + span, tl.sum(dot_lanes * lane_weight, axis=0))
-
-
-@triton.jit
-def _span_backward_kernel(
-    x_ptr, dy_ptr, dx_ptr, stats_ptr, x_row_stride, dy_row_stride, dx_row_stride, cols, SPAN_COLS, SPANS,
-    BLOCK_COLS: tl.constexpr, SPANS_POW2: tl.constexpr,
-):  # fmt: skip
-    row = tl.program_id(0)
-    span = tl.program_id(1)
-    # Every program of the row combines the same spans in the same tree, so they agree on max, sum and dot bit for
-    # bit. Padding spans read max -inf and sums 0: they cannot win the max and add exp(-inf) * 0 = 0.
-    spans = tl.arange(0, SPANS_POW2)
-    in_row = spans < SPANS
-    stats_row = stats_ptr + row * 3 * SPANS
-    span_max = tl.load(stats_row + spans, mask=in_row, other=float("-inf"))
-    span_sum = tl.load(stats_row + SPANS + spans, mask=in_row, other=0.0)
-    span_dot = tl.load(stats_row + 2 * SPANS + spans, mask=in_row, other=0.0)
-    row_max = tl.max(span_max, axis=0)
-    span_weight = tl.exp(span_max - row_max)
-    inv_sum = 1.0 / tl.sum(span_sum * span_weight, axis=0)
-    dot = tl.sum(span_dot * span_weight, axis=0) * inv_sum
-
-    x_row = x_ptr + row * x_row_stride
-    dy_row = dy_ptr + row * dy_row_stride
-    dx_row = dx_ptr + row * dx_row_stride
-    col_offsets = tl.arange(0, BLOCK_COLS)
-    span_start = span * SPAN_COLS
-    span_end = tl.minimum(span_start + SPAN_COLS, cols)
-    for start in range(span_start, span_end, BLOCK_COLS):
-        cols_idx = start + col_offsets
-        mask = cols_idx < span_end
-        x = tl.load(x_row + cols_idx, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_row + cols_idx, mask=mask, other=0.0).to(tl.float32)
-        y = tl.exp(x - row_max) * inv_sum
-        dx = y * (dy - dot)
-        tl.store(dx_row + cols_idx, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
 def softmax_backward(inputs, out, grad_out):
-    """Gradient of softmax with respect to x, with y recomputed in fp32 from x: rows on chip where they fit, long
-    rows that are few in spans."""
+    """Gradient of softmax with respect to x, with y recomputed in fp32 from x; rows held on chip where they fit."""
     x = inputs["x"]
     dx = memory.empty_like(x)
     x_rows, dy_rows, dx_rows = as_rows(x), as_rows(grad_out), as_rows(dx)
@@ -176,21 +101,8 @@ def softmax_backward(inputs, out, grad_out):
     block_cols = min(triton.next_power_of_2(cols), MAX_BLOCK_COLS)
     # About 16 elements per thread once rows are long; short rows get fewer warps rather than idle ones.
     num_warps = max(1, min(8, block_cols // 256))
-    if not takes_spans(rows, cols):
-        _softmax_backward_kernel[(rows,)](
-            x_rows, dy_rows, dx_rows, x_rows.stride(0), dy_rows.stride(0), dx_rows.stride(0), cols,
-            BLOCK_COLS=block_cols, num_warps=num_warps,
-        )  # fmt: skip
-        return {"x": dx}
-    # Spans are whole multiples of SPAN_GRANULE, itself a multiple of MAX_BLOCK_COLS: the blocks tile them exactly.
-    span_cols, spans = row_spans(rows, cols)
-    stats = memory.empty((rows, 3, spans), dtype=torch.float32, device=x.device)
-    _span_grad_stats_kernel[(rows, spans)](
-        x_rows, dy_rows, stats, x_rows.stride(0), dy_rows.stride(0), cols, span_cols, spans,
+    _softmax_backward_kernel[(rows,)](
+        x_rows, dy_rows, dx_rows, x_rows.stride(0), dy_rows.stride(0), dx_rows.stride(0), cols,
         BLOCK_COLS=block_cols, num_warps=num_warps,
-    )  # fmt: skip
-    _span_backward_kernel[(rows, spans)](
-        x_rows, dy_rows, dx_rows, stats, x_rows.stride(0), dy_rows.stride(0), dx_rows.stride(0), cols, span_cols,
-        spans, BLOCK_COLS=block_cols, SPANS_POW2=triton.next_power_of_2(spans), num_warps=num_warps,
     )  # fmt: skip
     return {"x": dx}
