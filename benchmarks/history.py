@@ -814,7 +814,9 @@ def cmd_smoke(args) -> int:
     """Run the whole asv suite under Triton's interpreter at tiny shapes, into a scratch results directory, and
     check that every case of every variant produced all four series: the suite cannot rot between GPU runs."""
     sys.path.insert(0, str(ROOT))
-    os.environ.update(TRITON_INTERPRET="1", KERNELWATCH_BENCH_SMOKE="1")
+    # The GPU is hidden as well: run on a GPU box, the interpreter saw CUDA and the suite failed in setup_cache (an
+    # attention kernel's loop bound arrived as an array), where a CPU-only machine, like CI's, passes.
+    os.environ.update(TRITON_INTERPRET="1", KERNELWATCH_BENCH_SMOKE="1", CUDA_VISIBLE_DEVICES="")
     from kernels import benchsuite, registry, spec
 
     registry.discover()
