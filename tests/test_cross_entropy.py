@@ -92,7 +92,7 @@ def test_every_row_ignored(variant) -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_targets_out_of_range_give_nan_rows(variant) -> None:
+def test_targets_out_of_range_are_refused_or_give_nan_rows(variant) -> None:
     rows, vocab = 6, 40
     inputs = _inputs((rows, vocab), salt=f"bad-target-{variant}")
     target = torch.randint(0, vocab, (rows,), generator=torch.Generator().manual_seed(0)).to(DEV)
@@ -100,14 +100,22 @@ def test_targets_out_of_range_give_nan_rows(variant) -> None:
     target[1], target[3] = vocab, -5
     inputs.update(target=target, reduction="none")
     logits = inputs["logits"].detach().requires_grad_()
-    out = kernels.cross_entropy(logits, target, reduction="none", variant=variant)
+    with pytest.raises(
+        KernelInputError, match=rf"target\[1\] = {vocab} is not a class index in \[0, {vocab}\).*2 of 6"
+    ):
+        kernels.cross_entropy(logits, target, reduction="none", variant=variant)
+    # Unchecked (no device synchronization), the kernels still read nothing outside a row and the rows show NaN.
+    out = kernels.cross_entropy(logits, target, reduction="none", check_targets=False, variant=variant)
     out.backward(torch.ones_like(out))
     assert torch.equal(torch.isnan(out), bad), "a bad target's row, and only it, must be NaN"
     assert torch.isnan(logits.grad[bad]).all() and not torch.isnan(logits.grad[~bad]).any()
     good = reference(inputs["logits"][~bad].double(), target[~bad], reduction="none")
     check_close(out[~bad], good, LOSS_TOL, what="the rows with good targets")
     for reduction in ("mean", "sum"):
-        assert torch.isnan(kernels.cross_entropy(inputs["logits"], target, reduction=reduction, variant=variant))
+        loss = kernels.cross_entropy(
+            inputs["logits"], target, reduction=reduction, check_targets=False, variant=variant
+        )
+        assert torch.isnan(loss)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

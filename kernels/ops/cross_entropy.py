@@ -7,9 +7,11 @@ not counted. ``reduction="mean"`` divides the sum by the number of counted rows 
 as in torch), ``"sum"`` does not, ``"none"`` returns the per-row losses. The result is float32 whatever the
 logits' dtype (the kernels accumulate in fp32); the gradient has the logits' dtype.
 
-Target values are not checked on the host: that would cost a device synchronization per call. Instead a target
-that is neither in ``[0, V)`` nor ``ignore_index`` makes its row's loss NaN (so a reduced loss is NaN too) and
-its row of the gradient NaN: a bad label shows, and no kernel ever reads outside the row.
+A target that is neither in ``[0, V)`` nor ``ignore_index`` is refused by ``cross_entropy()`` with a
+``KernelInputError`` naming its row and value. That check reads one flag back from the device, a synchronization
+per call; ``check_targets=False`` skips it. The kernels never read outside a row whatever the targets: unchecked,
+a bad target makes its row's loss NaN (so a reduced loss is NaN too) and its row of the gradient NaN, so a bad
+label still shows.
 
 Modes: ``mean``, ``sum``, ``none`` (the reductions) and ``smoothing`` (label smoothing 0.1, reduction mean).
 Every generated input marks a few targets (never all of them) as ``ignore_index``.
@@ -146,6 +148,27 @@ SPEC = spec.define(
 )
 
 
+def check_target_range(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> None:
+    """Raise ``KernelInputError`` naming the first target outside ``[0, V)`` that is not ``ignore_index``."""
+    if (
+        logits.dim() != 2
+        or target.dim() != 1
+        or target.dtype != torch.int64
+        or target.device != logits.device
+        or not target.numel()
+        or not logits.shape[1]
+    ):
+        return  # the spec's validation, which runs next, names what is wrong with these
+    vocab = logits.shape[1]
+    bad = ((target < 0) | (target >= vocab)) & (target != ignore_index)
+    if bad.any():
+        row = int(bad.nonzero()[0, 0])
+        raise KernelInputError(
+            f"cross_entropy: target[{row}] = {int(target[row])} is not a class index in [0, {vocab}) nor "
+            f"ignore_index ({ignore_index}); {int(bad.sum())} of {target.numel()} targets are out of range"
+        )
+
+
 def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -153,11 +176,13 @@ def cross_entropy(
     ignore_index: int = IGNORE_INDEX,
     label_smoothing: float = 0.0,
     reduction: str = "mean",
+    check_targets: bool = True,
     variant: str | None = None,
     out: torch.Tensor | None = None,
 ):
     """Cross-entropy of ``logits[T, V]`` against ``target[T]`` (float32 result: a scalar for ``"mean"`` and
-    ``"sum"``, ``[T]`` for ``"none"``) with a kernelwatch variant (default: fused)."""
+    ``"sum"``, ``[T]`` for ``"none"``) with a kernelwatch variant (default: fused). ``check_targets`` refuses a
+    target out of range at the cost of one device synchronization; without it such a row's loss is NaN."""
     inputs = {
         "logits": logits,
         "target": target,
@@ -165,4 +190,6 @@ def cross_entropy(
         "label_smoothing": label_smoothing,
         "reduction": reduction,
     }
+    if check_targets and isinstance(logits, torch.Tensor) and isinstance(target, torch.Tensor):
+        check_target_range(logits, target, ignore_index)
     return dispatch.run("cross_entropy", inputs, variant=variant, out=out)
