@@ -24,10 +24,6 @@ _softmax_autotuned_kernel = autotune(
         triton.Config({"BLOCK_COLS": 4096}, num_warps=8),
         triton.Config({"BLOCK_COLS": 4096}, num_warps=16),
         triton.Config({"BLOCK_COLS": 8192}, num_warps=16),
-        # Long rows that are few: more bytes in flight per program. At 256x131072 bf16 on an H200, 16384 columns over
-        # 32 warps reached 55% of copy against 50% for 8192 over 16 (triton 3.6, 2026-11-28).
-        triton.Config({"BLOCK_COLS": 16384}, num_warps=16),
-        triton.Config({"BLOCK_COLS": 16384}, num_warps=32),
     ],
     key=["cols"],
     prune_configs_by={"early_config_prune": _drop_oversized_blocks},
