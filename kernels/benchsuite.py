@@ -373,6 +373,7 @@ def provenance(report: dict) -> dict:
 
     def cases_of(data: dict) -> dict:
         return {
+            "roofline": data["roofline"],
             "cases": {key: {k: c[k] for k in keep} for key, c in data["cases"].items()},
             "skipped": data["skipped"],
         }
@@ -382,7 +383,6 @@ def provenance(report: dict) -> dict:
         "copy_gbs": report["copy_gbs"],
         "ops": {
             op: {
-                "roofline": data["roofline"],
                 **cases_of(data),
                 **({"backward": cases_of(data["backward"])} if "backward" in data else {}),
             }

@@ -134,6 +134,7 @@ def test_provenance_records_the_backward_cases() -> None:
     recorded = benchsuite.provenance(report)["ops"]["layernorm"]
     assert set(recorded["backward"]["cases"]) == set(recorded["cases"])
     assert set(recorded["backward"]["cases"]["fused|1x7|bf16"]) == {"version", "fingerprint", "autotune", "mode"}
+    assert recorded["roofline"] == recorded["backward"]["roofline"] == "copy bandwidth"
     json.dumps(recorded)
 
 
