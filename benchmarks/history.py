@@ -9,8 +9,9 @@
 The commit under test is put on PYTHONPATH from a ``git worktree`` of that commit, so what is timed is exactly
 the commit's kernels (never uncommitted edits) while the benchmark code is this checkout's. Results are asv's own
 files under benchmarks/results/<machine>/, one machine per GPU model, with one addition: a ``kernelwatch`` key in
-each file records, per op and case, the variant version, fingerprint, autotune choice, and the torch, triton and
-GPU that produced it. A results file that is not valid JSON is named and set aside, never overwritten.
+each file records, per op and case (the backward cases under the op's ``backward`` key), the variant version,
+fingerprint, autotune choice, and the torch, triton and GPU that produced it. A results file that is not valid
+JSON is named and set aside, never overwritten.
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ def _bench_regex(ops: list[str]) -> list[str]:
     if not ops:
         return []
     names = "|".join(_class(op) for op in ops)
-    return ["--bench", rf"^ops\.({names})\."]
+    # An op's forward class and its backward class (``<Op>Backward``), nothing else.
+    return ["--bench", rf"^ops\.({names})({BACKWARD_SUFFIX})?\."]
 
 
 def run_commit(
@@ -406,7 +408,7 @@ def merge_results(main: Path, parts: list[tuple[Path, list[str]]]) -> dict:
     provenance = {"ops": dict((base or {}).get(PROVENANCE_KEY, {}).get("ops", {}))}
     for path, group in parts:
         data = json.loads(path.read_text())
-        classes = {_class(op) for op in group}
+        classes = {name for op in group for name in (_class(op), _backward_class(op))}
         for field in ("results", "durations"):
             for name, value in data.get(field, {}).items():
                 if name.split(".")[1:2] and name.split(".")[1] in classes:
@@ -515,8 +517,9 @@ def changed_variants(
         prov = _read_provenance(results / machine / f"{sha[:8]}-{ENV_NAME}.json")
         found = {}
         for op, entry in prov.get("ops", {}).items():
-            for case, info in entry.get("cases", {}).items():
-                found[(_class(op), case.split("|")[0])] = info.get("fingerprint", "")
+            for cls, record in ((_class(op), entry), (_backward_class(op), entry.get("backward", {}))):
+                for case, info in record.get("cases", {}).items():
+                    found[(cls, case.split("|")[0])] = info.get("fingerprint", "")
         return found
 
     before, after = fingerprints(base_results, base), fingerprints(head_results, head)
@@ -764,27 +767,32 @@ def write_provenance_page(results: Path, page: Path) -> None:
         record = data.get(PROVENANCE_KEY, {})
         for op, entry in sorted(record.get("ops", {}).items()):
             env = entry.get("environment", {})
-            for key, case in sorted(entry.get("cases", {}).items()):
-                autotune = "; ".join(f"{k}: {v}" for k, v in case.get("autotune", {}).items()) or "(not autotuned)"
-                rows.append(
-                    [
-                        path.parent.name,
-                        data.get("commit_hash", "")[:8],
-                        op,
-                        key,
-                        case.get("mode", ""),
-                        case.get("version", ""),
-                        case.get("fingerprint", "")[:16],
-                        autotune,
-                        env.get("torch", ""),
-                        env.get("triton", ""),
-                        env.get("gpu", ""),
-                    ]
-                )
+            # Results written before the backward series have no "backward" key.
+            passes = (("fwd", entry.get("cases", {})), ("bwd", entry.get("backward", {}).get("cases", {})))
+            for direction, cases in passes:
+                for key, case in sorted(cases.items()):
+                    autotune = "; ".join(f"{k}: {v}" for k, v in case.get("autotune", {}).items()) or "(not autotuned)"
+                    rows.append(
+                        [
+                            path.parent.name,
+                            data.get("commit_hash", "")[:8],
+                            op,
+                            direction,
+                            key,
+                            case.get("mode", ""),
+                            case.get("version", ""),
+                            case.get("fingerprint", "")[:16],
+                            autotune,
+                            env.get("torch", ""),
+                            env.get("triton", ""),
+                            env.get("gpu", ""),
+                        ]
+                    )
     head = [
         "machine",
         "commit",
         "op",
+        "pass",
         "variant|shape|dtype",
         "mode",
         "version",
@@ -812,7 +820,8 @@ def cmd_check(args) -> int:
 
 def cmd_smoke(args) -> int:
     """Run the whole asv suite under Triton's interpreter at tiny shapes, into a scratch results directory, and
-    check that every case of every variant produced all four series: the suite cannot rot between GPU runs."""
+    check that every case of every variant, forward and backward, produced all four series: the suite cannot rot
+    between GPU runs."""
     sys.path.insert(0, str(ROOT))
     # The GPU is hidden as well: run on a GPU box, the interpreter saw CUDA and the suite failed in setup_cache (an
     # attention kernel's loop bound arrived as an array), where a CPU-only machine, like CI's, passes.
@@ -828,27 +837,49 @@ def cmd_smoke(args) -> int:
         this_machine(dict(os.environ))
         # The working tree itself (uncommitted edits included): this checks the suite, not a commit's speed.
         path = run_commit(sha, ROOT, machine, [], config=temp_config, results=scratch / "results")
+        with open(path) as f:
+            recorded = json.load(f)[PROVENANCE_KEY]["ops"]
         missing = []
+        # track_roofline is NaN under the interpreter (no copy bandwidth, no vendor call), so it is not required.
         for series in ("track_time", "track_throughput", "track_error"):
             points = load_points(scratch / "results", machine, sha, series)
             got = {(k[0].split(".")[1], k[1]) for k, p in points.items() if _finite(p.value)}
             for op in spec.OPS:
-                for case in benchsuite.cases(op):
-                    want = (_class(op), (case.variant, benchsuite.shape_label(case.shape), _short(case.dtype)))
-                    if want not in got:
-                        missing.append(f"{series} {op} {case.key}")
-        with open(path) as f:
-            recorded = json.load(f)[PROVENANCE_KEY]["ops"]
-    expected = sum(len(benchsuite.cases(op)) for op in spec.OPS)
+                for direction, cls in (("fwd", _class(op)), ("bwd", _backward_class(op))):
+                    for case in benchsuite.cases(op, direction=direction):
+                        want = (cls, (case.variant, benchsuite.shape_label(case.shape), _short(case.dtype)))
+                        if want not in got:
+                            missing.append(f"{series} {cls} {case.key}")
+        # The provenance of each backward case too: the gate reads fingerprints from it.
+        for op in spec.OPS:
+            recorded_bwd = recorded.get(op, {}).get("backward", {}).get("cases", {})
+            for case in benchsuite.cases(op, direction="bwd"):
+                if case.key not in recorded_bwd:
+                    missing.append(f"provenance {_backward_class(op)} {case.key}")
+    forward = sum(len(benchsuite.cases(op)) for op in spec.OPS)
+    backward = sum(len(benchsuite.cases(op, direction="bwd")) for op in spec.OPS)
     if missing or set(recorded) != {op for op in spec.OPS if registry.variants_of(op)}:
         print("kernelwatch: the asv suite lost cases:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 1
-    print(f"kernelwatch: the asv suite ran all {expected} cases of {len(recorded)} ops under the interpreter")
+    print(
+        f"kernelwatch: the asv suite ran all {forward} forward and {backward} backward cases of {len(recorded)} ops "
+        "under the interpreter"
+    )
     return 0
 
 
 def _class(op: str) -> str:
+    # benchmarks/ops.py's class_name, restated here because this module must not import torch (publishing runs
+    # anywhere); tests/test_benchmarks.py checks that the two agree.
     return "".join(p.capitalize() for p in op.split("_"))
+
+
+BACKWARD_SUFFIX = "Backward"
+
+
+def _backward_class(op: str) -> str:
+    """benchmarks/ops.py's backward_class_name: the asv class of an op's backward pass."""
+    return _class(op) + BACKWARD_SUFFIX
 
 
 def _short(dtype) -> str:

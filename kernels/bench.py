@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from kernels import backend, dispatch, registry, spec, timing
+from kernels import backend, dispatch, gradients, registry, spec, timing
 from kernels.dtypes import parse, short
 
 
@@ -57,7 +57,7 @@ def model(op_spec: spec.OpSpec, direction: str, inputs: spec.Inputs, out) -> tup
     if op_spec.backward_bytes:
         bwd_bytes = op_spec.backward_bytes(inputs)
     else:
-        grads = [inputs[n] for n in op_spec.grad_inputs if isinstance(inputs.get(n), torch.Tensor)]
+        grads = [inputs[n] for n in gradients.differentiable(op_spec, inputs)]
         bwd_bytes = sum(spec.nbytes(o) for o in dispatch._as_tuple(out)) + 2 * sum(spec.nbytes(t) for t in grads)
     if direction == "bwd":
         return bwd_bytes, bwd_flops
@@ -65,7 +65,7 @@ def model(op_spec: spec.OpSpec, direction: str, inputs: spec.Inputs, out) -> tup
     return both, fwd[1] + bwd_flops
 
 
-def _grad_out(op_spec: spec.OpSpec, out, shape, generator: torch.Generator, device):
+def make_grad_out(op_spec: spec.OpSpec, out, shape, generator: torch.Generator, device):
     """The output gradient a training step would see, for outputs shaped like ``out``: 1 for a 0-dim output (a
     loss, as ``loss.backward()`` seeds it), otherwise random (never zeros) and scaled as the backward tests scale
     it."""
@@ -78,24 +78,39 @@ def _grad_out(op_spec: spec.OpSpec, out, shape, generator: torch.Generator, devi
     return grads if isinstance(out, tuple) else grads[0]
 
 
-def _variant_call(v, op_spec: spec.OpSpec, direction: str, inputs: spec.Inputs, grad_out):
-    """What to time for a variant in this pass: its launchers alone, the entry point's checks left out."""
-    out = op_spec.make_output(inputs)
+def variant_call(v, op_spec: spec.OpSpec, direction: str, inputs: spec.Inputs, grad_out, out=None):
+    """What to time for a variant in this pass: its launchers alone, the entry point's checks left out. For "bwd"
+    the forward runs once here, into ``out`` (made here unless given: the asv suite passes its own, to check the
+    gradient against a reference that reads the forward's output), and every call is one backward from its stash,
+    returning the gradients by input name."""
+    out = op_spec.make_output(inputs) if out is None else out
     if direction == "fwd":
         return lambda: dispatch.call_forward(v, inputs, out, None)
 
+    # The launchers see what autograd hands them in a training step: every differentiable input requiring grad (a
+    # backward computes only the gradients asked for: conv2d's skips dx for an x that needs none), with grad mode
+    # off, as inside an autograd.Function.
+    leaves = inputs | {n: inputs[n].detach().requires_grad_() for n in gradients.differentiable(op_spec, inputs)}
+
     def with_stash(stash):
-        return inputs | {"stash": stash} if v.wants_stash else inputs
+        return leaves | {"stash": stash} if v.wants_stash else leaves
 
     stash: dict = {}
-    dispatch.call_forward(v, inputs, out, stash)
+    with torch.no_grad():
+        dispatch.call_forward(v, leaves, out, stash)
     if direction == "bwd":
-        return lambda: v.backward(with_stash(stash), out, grad_out)
+
+        def backward():
+            with torch.no_grad():
+                return v.backward(with_stash(stash), out, grad_out)
+
+        return backward
 
     def forward_backward():
-        step: dict = {}
-        dispatch.call_forward(v, inputs, out, step)
-        return v.backward(with_stash(step), out, grad_out)
+        with torch.no_grad():
+            step: dict = {}
+            dispatch.call_forward(v, leaves, out, step)
+            return v.backward(with_stash(step), out, grad_out)
 
     return forward_backward
 
@@ -168,7 +183,7 @@ def run(
         meta_out = op_spec.make_output(dispatch._meta(inputs))
         nbytes, flops = model(op_spec, direction, inputs, meta_out)
         # One output gradient per shape, drawn after the inputs, for every variant and peer alike.
-        grad_out = None if direction == "fwd" else _grad_out(op_spec, meta_out, tuple(shape), generator, device)
+        grad_out = None if direction == "fwd" else make_grad_out(op_spec, meta_out, tuple(shape), generator, device)
         timed: list[tuple[str, str, str, str, float]] = []
         for v in chosen:
             if v.unsupported_backend() or v.unsupported_dtype(dtype) or v.unsupported_shape(tuple(shape)):
@@ -179,7 +194,7 @@ def run(
                 print(f"{v.key} has no backward ({v.no_backward}); left out of the {direction} rows", file=sys.stderr)
                 continue
             dispatch.run(op, inputs, variant=v.name, out=op_spec.make_output(inputs))  # validates, compiles, tunes
-            call = _variant_call(v, op_spec, direction, inputs, grad_out)
+            call = variant_call(v, op_spec, direction, inputs, grad_out)
             ms = statistics.median(timer(call))
             timed.append((v.name, "variant", v.version, v.fingerprint, ms))
         for name, fn in peer_fns.items():

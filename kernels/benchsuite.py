@@ -1,4 +1,5 @@
-"""What the asv suite measures, derived from the registry: one case per (variant, shape, dtype) of every op.
+"""What the asv suite measures, derived from the registry: one case per (variant, shape, dtype) of every op, for the
+forward pass, and one more for the backward pass of every variant that has a backward.
 
 ``benchmarks/ops.py`` turns these cases into asv benchmarks; this module holds the logic, so that it is tested
 like the rest of the framework and the benchmark file stays a thin adapter. Each case records:
@@ -9,6 +10,13 @@ like the rest of the framework and the benchmark file stays a thin adapter. Each
 - the worst error against the float64 reference as a fraction of the tolerance (1.0 is the edge of failing),
   so drift that stays inside the tolerance still shows in the history;
 - provenance: the variant's version and fingerprint, the autotune config it chose, torch, triton and the GPU.
+
+A backward case ("bwd", ``bench.PASSES``) times the backward launcher alone, as ``python -m kernels bench --pass
+bwd`` does: one untimed forward fills the stash, then each timed call is ``Variant.backward`` on it. Its bytes and
+FLOPs are the op's backward model (``bench.model``); its error is the worst over the differentiable inputs'
+gradients against autograd of the float64 reference (``kernels.gradients``, as the backward tests judge them).
+There is no vendor backward to time, so a compute-bound op's backward is set against the FLOP rate of the forward
+vendor call: % = backward TFLOP/s / vendor forward TFLOP/s at the same shape.
 
 Under Triton's interpreter (``smoke=True``) the same code runs every variant once at the op's smallest CPU shape,
 timed by the host clock: a CPU check that the suite runs, whose figures mean nothing and are never kept.
@@ -22,11 +30,11 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from kernels import backend, dispatch, registry, spec, timing, tuning
+from kernels import backend, bench, dispatch, gradients, memory, registry, spec, timing, tuning
 from kernels.dtypes import short
 
 SAMPLES = 100
@@ -38,6 +46,9 @@ SMOKE_ENV = "KERNELWATCH_BENCH_SMOKE"
 """Set to 1 to run the suite under Triton's interpreter at tiny shapes (the CPU smoke check)."""
 ERROR_CAP = 1e9
 """An error ratio reported for a non-finite output (JSON, and asv, have no infinity)."""
+PASSES = ("fwd", "bwd")
+"""The passes the suite measures (``bench.PASSES`` less "fwd+bwd", which is their sum). benchmarks/ops.py reads it to
+tell a commit whose suite measures backward cases from an older one."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,8 @@ class Case:
     shape: tuple[int, ...]
     dtype: torch.dtype
     mode: str
+    direction: str = "fwd"
+    """"fwd" or "bwd" (``bench.PASSES``): the two passes' cases share keys and live under different report keys."""
 
     @property
     def key(self) -> str:
@@ -88,24 +101,29 @@ def bench_mode(variant: registry.Variant, dtype: torch.dtype) -> str | None:
     return next((m for m in variant.modes if op_spec.mode_allows(m, dtype)), None)
 
 
-def why_not(op: str, variant: str, shape: tuple[int, ...], dtype: torch.dtype) -> str | None:
-    """Why a (variant, shape, dtype) point of the parameter grid is not a case, or None when it is. Backend and
-    compute capability are checked when measuring, on the machine that measures."""
+def why_not(op: str, variant: str, shape: tuple[int, ...], dtype: torch.dtype, direction: str = "fwd") -> str | None:
+    """Why a (variant, shape, dtype) point of the parameter grid is not a case of this pass, or None when it is.
+    Backend and compute capability are checked when measuring, on the machine that measures."""
     v = registry.get(op, variant)
+    if direction == "bwd" and not v.spec.has_backward:
+        return f"{op} has no backward"
+    if direction == "bwd" and v.backward is None:
+        return f"{v.key} has no backward: {v.no_backward}"
     reason = v.unsupported_dtype(dtype) or v.unsupported_shape(shape)
     if reason is None and bench_mode(v, dtype) is None:
         reason = f"{v.key} declares no mode that takes {short(dtype)} inputs"
     return reason
 
 
-def cases(op: str, *, smoke_run: bool | None = None) -> list[Case]:
+def cases(op: str, *, smoke_run: bool | None = None, direction: str = "fwd") -> list[Case]:
+    """The cases of one pass: a backward case is its forward case, for a variant that has a backward."""
     op_spec = spec.get(op)
     found = []
     for v in registry.variants_of(op):
         for shape in shapes(op_spec, smoke_run=smoke_run):
             for dtype in op_spec.bench_dtypes:
-                if why_not(op, v.name, shape, dtype) is None:
-                    found.append(Case(op, v.name, shape, dtype, bench_mode(v, dtype)))
+                if why_not(op, v.name, shape, dtype, direction) is None:
+                    found.append(Case(op, v.name, shape, dtype, bench_mode(v, dtype), direction))
     return found
 
 
@@ -135,6 +153,14 @@ def _timer(smoke_run: bool) -> Callable[[Callable[[], object]], list[float]]:
     return host_clock
 
 
+def _ratio(got: torch.Tensor, want: torch.Tensor, tol) -> float:
+    """max |got - want| / (atol + rtol |want|) over the elements, in float64; ERROR_CAP for a non-finite one."""
+    want = want.to(torch.float64)
+    ratio = (got.to(torch.float64) - want).abs_().div_(want.abs().mul_(tol.rtol).add_(tol.atol))
+    value = ratio.max().item() if ratio.numel() else 0.0
+    return min(value, ERROR_CAP) if math.isfinite(value) else ERROR_CAP
+
+
 def error_ratio(case: Case, inputs: spec.Inputs, out) -> float:
     """max |out - ref| / (atol + rtol |ref|) over every output element, in float64: below 1 passes the suite."""
     op_spec = spec.get(case.op)
@@ -144,14 +170,25 @@ def error_ratio(case: Case, inputs: spec.Inputs, out) -> float:
     )
     refs = op_spec.reference(**spec.upcast(inputs), **extra)
     refs = refs if isinstance(refs, tuple) else (refs,)
+    return max(
+        (_ratio(got, want, op_spec.tolerance(got.dtype, case.dtype)) for got, want in zip(outs, refs, strict=True)),
+        default=0.0,
+    )
+
+
+def backward_error_ratio(case: Case, inputs: spec.Inputs, out, grad_out, grads: dict) -> float:
+    """max |grad - ref| / (atol + rtol |ref|) over every element of every differentiable input's gradient, each at
+    the tolerance the backward tests hold it to, against autograd of the float64 reference seeded with the same
+    ``grad_out`` (``kernels.gradients``): below 1 passes the suite. ``grads`` is what ``Variant.backward``
+    returned; a gradient it left out, or one of the wrong shape, is as wrong as a non-finite one."""
+    op_spec = spec.get(case.op)
     worst = 0.0
-    for got, want in zip(outs, refs, strict=True):
-        tol = op_spec.tolerance(got.dtype, case.dtype)
-        want = want.to(torch.float64)
-        ratio = (got.to(torch.float64) - want).abs_().div_(want.abs().mul_(tol.rtol).add_(tol.atol))
-        value = ratio.max().item() if ratio.numel() else 0.0
-        worst = max(worst, value if math.isfinite(value) else ERROR_CAP)
-    return min(worst, ERROR_CAP)
+    for name, want in gradients.reference(op_spec, inputs, out, grad_out).items():
+        got = grads.get(name)
+        if got is None or got.shape != want.shape:
+            return ERROR_CAP
+        worst = max(worst, _ratio(got, want, gradients.tolerance(op_spec, got.dtype, case.dtype, want)))
+    return worst
 
 
 def _environment() -> dict[str, str]:
@@ -165,8 +202,10 @@ def _environment() -> dict[str, str]:
 
 
 def measure(ops: list[str] | None = None, *, log: Callable[[str], None] = print) -> dict:
-    """Run every case of ``ops`` (default: the selected ones) and return what the benchmarks report, by op and
-    case key. Each case gets fresh seeded inputs; its outputs are checked against the reference before timing."""
+    """Run every case of ``ops`` (default: the selected ones), forward and backward, and return what the benchmarks
+    report, by op and case key: ``report["ops"][op]`` holds the forward cases, and for an op with a backward its
+    ``"backward"`` key holds the backward ones in the same form. Each (shape, dtype, mode) gets fresh seeded inputs,
+    shared by both passes; every case's results are checked against the reference before timing."""
     registry.discover()
     smoke_run = smoke()
     if smoke_run != backend.interpreting():
@@ -175,55 +214,109 @@ def measure(ops: list[str] | None = None, *, log: Callable[[str], None] = print)
         )
     if not smoke_run and backend.name() != "cuda":
         raise RuntimeError("the benchmark suite times kernels on a CUDA GPU; none is visible")
-    device = backend.device()
-    timer = _timer(smoke_run)
     copy_gbs = float("nan") if smoke_run else timing.copy_bandwidth_gbs()
+    run = Run(backend.device(), _timer(smoke_run), copy_gbs, smoke_run)
     report = {"environment": _environment(), "copy_gbs": copy_gbs, "smoke": smoke_run, "ops": {}}
     for op in ops or selected_ops():
-        report["ops"][op] = _measure_op(op, device, timer, copy_gbs, smoke_run, log)
+        report["ops"][op] = measure_op(op, run, log)
     return report
 
 
-def _measure_op(op, device, timer, copy_gbs, smoke_run, log) -> dict:
+@dataclass
+class Run:
+    """What every case of one measuring run shares: where it runs, how it times (``timer`` returns samples in ms;
+    tests pass a fake one), the copy bandwidth, and whether this is the interpreter's smoke run (shapes from
+    ``shapes``, no roofline)."""
+
+    device: torch.device
+    timer: Callable[[Callable[[], object]], list[float]]
+    copy_gbs: float
+    smoke: bool
+    vendor_ms: dict[tuple[str, tuple[int, ...]], float] = field(default_factory=dict)
+    """Median ms of each compute-bound op's vendor call, by (op, shape): timed once, for both passes."""
+
+    def pct_roofline(self, op_spec: spec.OpSpec, shape: tuple[int, ...], ms: float, nbytes: int, flops: int) -> float:
+        if self.smoke:
+            return float("nan")
+        if op_spec.roofline is None:
+            return 100 * (nbytes / (ms * 1e-3) / 1e9) / self.copy_gbs
+        key = (op_spec.name, shape)
+        if key not in self.vendor_ms:
+            self.vendor_ms[key] = statistics.median(self.timer(op_spec.roofline(shape, self.device)))
+        # The vendor call is a forward. A backward (flops > the forward's) is set against the FLOP rate that call
+        # reached: no vendor backward is timed, and the FLOP models say how much more work a backward is. For the
+        # forward the factor is 1: the vendor's time over the variant's.
+        return 100 * self.vendor_ms[key] / ms * (flops / op_spec.flops(shape))
+
+
+def roofline_name(op_spec: spec.OpSpec, direction: str = "fwd") -> str:
+    """What ``pct_roofline`` is a percentage of, for a pass of this op (the asv unit)."""
+    if op_spec.roofline is not None and direction == "bwd":
+        return f"{op_spec.roofline_name} forward FLOP rate"
+    return op_spec.roofline_name
+
+
+def measure_op(op: str, run: Run, log: Callable[[str], None] = print) -> dict:
+    """Every case of one op, both passes: the op's entry in ``measure``'s report."""
     op_spec = spec.get(op)
-    roofline_ms: dict[tuple[int, ...], float] = {}
-    results, skipped = {}, {}
-    # Inputs are drawn once per (shape, dtype, mode) and shared by the variants: drawing them (on the CPU, so
-    # that every machine sees the same numbers) costs more than timing a variant at these sizes.
+    passes = ("fwd", "bwd") if op_spec.has_backward else ("fwd",)
+    results: dict[str, dict] = {p: {} for p in passes}
+    skipped: dict[str, dict] = {p: {} for p in passes}
+    # Inputs are drawn once per (shape, dtype, mode) and shared by the variants and both passes: drawing them (on
+    # the CPU, so that every machine sees the same numbers) costs more than timing a variant at these sizes.
     groups: dict[tuple, list[Case]] = {}
-    for case in cases(op, smoke_run=smoke_run):
-        groups.setdefault((case.shape, case.dtype, case.mode), []).append(case)
+    for direction in passes:
+        for case in cases(op, smoke_run=run.smoke, direction=direction):
+            groups.setdefault((case.shape, case.dtype, case.mode), []).append(case)
     for (shape, dtype, mode), group in groups.items():
         runnable = []
         for case in group:
             reason = registry.get(op, case.variant).unsupported_backend()
             if reason:
-                skipped[case.key] = reason
+                skipped[case.direction][case.key] = reason
             else:
                 runnable.append(case)
         if not runnable:
             continue
-        inputs = op_spec.make_inputs(shape, dtype, device, torch.Generator().manual_seed(0), mode)
+        generator = torch.Generator().manual_seed(0)
+        inputs = op_spec.make_inputs(shape, dtype, run.device, generator, mode)
+        grad_out = None
         for case in runnable:
-            results[case.key] = _measure_case(case, inputs, device, timer, copy_gbs, roofline_ms, smoke_run)
+            if case.direction == "fwd":
+                result = _measure_forward(case, inputs, run)
+            else:
+                if grad_out is None:
+                    # One output gradient per group, drawn after the inputs (which stay as the forward cases saw
+                    # them), for every variant alike, as the bench command draws it.
+                    meta_out = op_spec.make_output(dispatch._meta(inputs))
+                    grad_out = bench.make_grad_out(op_spec, meta_out, shape, generator, run.device)
+                result = _measure_backward(case, inputs, grad_out, run)
+            results[case.direction][case.key] = result
             log(
-                f"{op} {case.key} [{case.mode}]: {results[case.key]['ms']:.4f} ms, "
-                f"{results[case.key]['pct_roofline']:.1f}% of {op_spec.roofline_name}, "
-                f"error {results[case.key]['error']:.3g}"
+                f"{op} {case.direction} {case.key} [{case.mode}]: {result['ms']:.4f} ms, "
+                f"{result['pct_roofline']:.1f}% of {roofline_name(op_spec, case.direction)}, "
+                f"error {result['error']:.3g}"
             )
-        del inputs
+        del inputs, grad_out
         gc.collect()
-        if device.type == "cuda":
+        if run.device.type == "cuda":
             torch.cuda.empty_cache()
-    return {
+    record = {
         "roofline": op_spec.roofline_name,
         "throughput_unit": "TFLOP/s" if op_spec.roofline is not None else "GB/s",
-        "cases": results,
-        "skipped": skipped,
+        "cases": results["fwd"],
+        "skipped": skipped["fwd"],
     }
+    if op_spec.has_backward:
+        record["backward"] = {
+            "roofline": roofline_name(op_spec, "bwd"),
+            "cases": results["bwd"],
+            "skipped": skipped["bwd"],
+        }
+    return record
 
 
-def _measure_case(case: Case, inputs, device, timer, copy_gbs, roofline_ms, smoke_run) -> dict:
+def _measure_forward(case: Case, inputs: spec.Inputs, run: Run) -> dict:
     op_spec = spec.get(case.op)
     v = registry.get(case.op, case.variant)
     out = dispatch.allocate_poisoned(case.op, inputs)
@@ -232,23 +325,49 @@ def _measure_case(case: Case, inputs, device, timer, copy_gbs, roofline_ms, smok
     chosen = tuning.chosen_configs(v.module)
     # The launcher alone (stash=None: no backward follows): the entry point's checks are host time, which
     # bench-host measures.
-    samples = timer(lambda: dispatch.call_forward(v, inputs, out, None))
-    ms = statistics.median(samples)
+    samples = run.timer(lambda: dispatch.call_forward(v, inputs, out, None))
     nbytes, flops = op_spec.bytes_moved(case.shape, case.dtype), op_spec.flops(case.shape)
+    return _result(case, v, samples, nbytes, flops, error, chosen, run)
+
+
+def _measure_backward(case: Case, inputs: spec.Inputs, grad_out, run: Run) -> dict:
+    """The backward launcher alone, after one untimed forward with a stash (``bench.variant_call``). The inputs were
+    validated by the forward case of the same point, measured first."""
+    op_spec = spec.get(case.op)
+    v = registry.get(case.op, case.variant)
+    out = op_spec.make_output(inputs)
+    # The forward and the first backward allocate poisoned buffers, as in the backward tests, so a gradient element
+    # that is never written is NaN and shows in the error. They also compile and autotune the backward.
+    with memory.poisoned():
+        call = bench.variant_call(v, op_spec, "bwd", inputs, grad_out, out=out)
+        grads = call()
+    try:
+        error = backward_error_ratio(case, inputs, out, grad_out, grads)
+    except torch.OutOfMemoryError:
+        # Autograd of the float64 reference keeps [B, H, S, S] float64 tensors for attention at prefill shapes,
+        # which can outgrow the GPU. One case's error series must not cost the whole run (setup_cache measures every
+        # case): the time is still measured, the error is recorded as not measured (NaN), and the log says why.
+        error = float("nan")
+        print(f"{case.op} bwd {case.key}: the float64 reference gradient does not fit on the GPU; error not measured")
+    del grads
+    gc.collect()
+    if run.device.type == "cuda":
+        torch.cuda.empty_cache()
+    chosen = tuning.chosen_configs(v.module)
+    samples = run.timer(call)
+    nbytes, flops = bench.model(op_spec, "bwd", inputs, out)
+    return _result(case, v, samples, nbytes, flops, error, chosen, run)
+
+
+def _result(case: Case, v: registry.Variant, samples, nbytes: int, flops: int, error: float, chosen, run) -> dict:
+    op_spec = spec.get(case.op)
+    ms = statistics.median(samples)
     gbs, tflops = nbytes / (ms * 1e-3) / 1e9, flops / (ms * 1e-3) / 1e12
-    if smoke_run:
-        pct = float("nan")
-    elif op_spec.roofline is None:
-        pct = 100 * gbs / copy_gbs
-    else:
-        if case.shape not in roofline_ms:
-            roofline_ms[case.shape] = statistics.median(timer(op_spec.roofline(case.shape, device)))
-        pct = 100 * roofline_ms[case.shape] / ms
     return {
         "samples": samples,
         "ms": ms,
         "throughput": tflops if op_spec.roofline is not None else gbs,
-        "pct_roofline": pct,
+        "pct_roofline": run.pct_roofline(op_spec, case.shape, ms, nbytes, flops),
         "error": error,
         "mode": case.mode,
         "version": v.version,
@@ -258,17 +377,24 @@ def _measure_case(case: Case, inputs, device, timer, copy_gbs, roofline_ms, smok
 
 
 def provenance(report: dict) -> dict:
-    """What a results file records beside the numbers: environment, and per op and case the variant's version,
-    fingerprint, autotune choice and mode."""
+    """What a results file records beside the numbers: environment, and per op and case (forward, and under
+    ``"backward"`` the backward cases) the variant's version, fingerprint, autotune choice and mode."""
     keep = ("version", "fingerprint", "autotune", "mode")
+
+    def cases_of(data: dict) -> dict:
+        return {
+            "roofline": data["roofline"],
+            "cases": {key: {k: c[k] for k in keep} for key, c in data["cases"].items()},
+            "skipped": data["skipped"],
+        }
+
     return {
         "environment": report["environment"],
         "copy_gbs": report["copy_gbs"],
         "ops": {
             op: {
-                "roofline": data["roofline"],
-                "cases": {key: {k: c[k] for k in keep} for key, c in data["cases"].items()},
-                "skipped": data["skipped"],
+                **cases_of(data),
+                **({"backward": cases_of(data["backward"])} if "backward" in data else {}),
             }
             for op, data in report["ops"].items()
         },

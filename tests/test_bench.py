@@ -94,12 +94,35 @@ def test_backward_rows_time_the_gradient_and_count_its_bytes() -> None:
     generator = torch.Generator().manual_seed(0)
     x = spec.get("softmax").make_inputs(shape, torch.float32, backend.device(), generator, "default")["x"]
     x64 = x.double().requires_grad_()
-    dy = bench._grad_out(spec.get("softmax"), x, shape, generator, backend.device())
+    dy = bench.make_grad_out(spec.get("softmax"), x, shape, generator, backend.device())
     (expected,) = torch.autograd.grad(torch.softmax(x64, -1), x64, dy.double())
     assert len(results) == len(rows)
     for r in results:
         dx = r["x"] if isinstance(r, dict) else r[0]
         torch.testing.assert_close(dx.double(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_backward_rows_compute_every_gradient() -> None:
+    # conv2d's backward computes dx only for an x that requires grad, as autograd tells it in a training step; the
+    # timed backward must be that full one, whose bytes the model counts.
+    results = []
+
+    def recording_timer(fn):
+        results.append(fn())
+        return [1.0]
+
+    rows = bench.run(
+        "conv2d",
+        variants=["naive"],
+        shapes=[(1, 3, 7, 5, 4, 3, 3, 1, 1)],
+        dtype="f32",
+        peers=[],
+        direction="bwd",
+        timer=recording_timer,
+        copy_gbs=1.0,
+    )
+    assert len(rows) == len(results) == 1
+    assert set(results[0]) == {"x", "weight"}  # the default mode (nhwc) has no bias
 
 
 def test_forward_backward_uses_the_ops_own_byte_model() -> None:

@@ -3,6 +3,7 @@ variant; the gate's verdicts and exit codes; bad results files; and the committe
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import history
-from kernels import benchsuite, registry, spec
+from kernels import backend, benchsuite, registry, spec
 from kernels.dtypes import short
 from tests.test_registry import NEW_VARIANT
 from tests.tree import ROOT, copy_checkout
@@ -40,6 +41,101 @@ def test_every_variant_is_a_benchmark_parameter() -> None:
         # Every variant is timed at some shape and dtype of its op (none is only ever skipped).
         timed = {c.variant for c in benchsuite.cases(op, smoke_run=False)}
         assert timed == {v.name for v in variants}, f"{op}: variants never benchmarked: {set(names) - timed}"
+        backward = getattr(ops_module, ops_module.backward_class_name(op), None)
+        assert (backward is not None) == spec.get(op).has_backward, op
+        if backward is not None:
+            # The same grid as the forward: a variant with no backward is a parameter whose points are skipped.
+            assert backward.params == cls.params and backward.param_names == cls.param_names
+            assert backward.version == ops_module.VERSION
+            for series in ("track_time", "track_throughput", "track_roofline", "track_error"):
+                assert getattr(backward, series).unit == getattr(cls, series).unit or series == "track_roofline"
+            assert history._backward_class(op) == backward.__name__
+        assert history._class(op) == cls.__name__
+
+
+def test_backward_cases_are_the_forward_cases_of_variants_with_a_backward() -> None:
+    for op in spec.OPS:
+        forward = benchsuite.cases(op, smoke_run=False)
+        backward = benchsuite.cases(op, smoke_run=False, direction="bwd")
+        with_backward = {v.name for v in registry.variants_of(op) if spec.get(op).has_backward and v.backward}
+        assert {c.variant for c in backward} == with_backward, op
+        # Same shapes, dtypes and modes as the forward, for exactly those variants.
+        same = [dataclasses.replace(c, direction="bwd") for c in forward if c.variant in with_backward]
+        assert backward == same, op
+        assert all(c.direction == "bwd" for c in backward)
+
+
+def test_a_variant_without_a_backward_is_not_a_backward_case() -> None:
+    import torch
+
+    assert registry.get("matmul", "fp8").backward is None
+    assert "fp8" not in {c.variant for c in benchsuite.cases("matmul", direction="bwd")}
+    assert "fp8" in {c.variant for c in benchsuite.cases("matmul")}
+    reason = benchsuite.why_not("matmul", "fp8", (16, 8192, 8192), torch.float8_e4m3fn, "bwd")
+    assert reason.startswith("matmul.fp8 has no backward: fp8 path is inference-only")
+    assert benchsuite.why_not("matmul", "fp8", (16, 8192, 8192), torch.float8_e4m3fn) is None
+    # An op with no backward has no backward cases and no backward benchmark class.
+    assert benchsuite.cases("quantize", direction="bwd") == []
+    assert benchsuite.why_not("quantize", "naive", (8192, 8192), torch.bfloat16, "bwd") == "quantize has no backward"
+    assert not hasattr(ops_module, ops_module.backward_class_name("quantize"))
+
+
+def _measure(op: str) -> dict:
+    """One op's report entry at the smoke shapes on this machine's backend, each case run once by a fake timer."""
+
+    def once(fn):
+        fn()
+        return [1.0]
+
+    run = benchsuite.Run(backend.device(), once, float("nan"), smoke=True)
+    return benchsuite.measure_op(op, run, log=lambda line: None)
+
+
+def test_the_backward_error_series_passes_a_real_gradient_and_catches_a_wrong_one(monkeypatch) -> None:
+    # layernorm has no tl.dot (so the interpreter computes it right) and three variants with a backward; its smallest
+    # CPU shape, 1x7, has gradients for x, weight and bias that are not all zero.
+    data = _measure("layernorm")
+    backward = data["backward"]
+    assert set(backward["cases"]) == set(data["cases"]) and backward["skipped"] == {}
+    for key, case in backward["cases"].items():
+        assert 0 < case["error"] < 1, (key, case["error"])
+        assert case["samples"] == [1.0] and case["fingerprint"].startswith("src1:") and case["mode"] == "default"
+    # bench.model's backward bytes: dy read, and x, weight and bias read and their gradients written.
+    rows, cols = 1, 7
+    nbytes = 2 * (rows * cols + 2 * (rows * cols + 2 * cols))
+    assert backward["cases"]["fused|1x7|bf16"]["throughput"] == pytest.approx(nbytes / 1e-3 / 1e9)
+
+    fused = registry.get("layernorm", "fused")
+
+    def doubled(inputs, out, grad_out):
+        return {name: 2 * grad for name, grad in fused.backward(inputs, out, grad_out).items()}
+
+    monkeypatch.setitem(registry._VARIANTS, fused.key, dataclasses.replace(fused, backward=doubled))
+    broken = _measure("layernorm")
+    assert broken["backward"]["cases"]["fused|1x7|bf16"]["error"] > 10
+    assert broken["backward"]["cases"]["naive|1x7|bf16"]["error"] < 1
+    # The forward is untouched, and so is its series.
+    assert broken["cases"]["fused|1x7|bf16"]["error"] == data["cases"]["fused|1x7|bf16"]["error"]
+
+
+def test_a_gradient_the_backward_leaves_out_is_as_wrong_as_can_be(monkeypatch) -> None:
+    fused = registry.get("layernorm", "fused")
+
+    def no_bias(inputs, out, grad_out):
+        grads = fused.backward(inputs, out, grad_out)
+        return {name: grad for name, grad in grads.items() if name != "bias"}
+
+    monkeypatch.setitem(registry._VARIANTS, fused.key, dataclasses.replace(fused, backward=no_bias))
+    assert _measure("layernorm")["backward"]["cases"]["fused|1x7|bf16"]["error"] == benchsuite.ERROR_CAP
+
+
+def test_provenance_records_the_backward_cases() -> None:
+    report = {"environment": {}, "copy_gbs": 1.0, "ops": {"layernorm": _measure("layernorm")}}
+    recorded = benchsuite.provenance(report)["ops"]["layernorm"]
+    assert set(recorded["backward"]["cases"]) == set(recorded["cases"])
+    assert set(recorded["backward"]["cases"]["fused|1x7|bf16"]) == {"version", "fingerprint", "autotune", "mode"}
+    assert recorded["roofline"] == recorded["backward"]["roofline"] == "copy bandwidth"
+    json.dumps(recorded)
 
 
 def test_the_issue_shapes_are_tracked() -> None:
@@ -72,8 +168,10 @@ def test_the_suite_runs_every_case_under_the_interpreter() -> None:
         [sys.executable, "-m", "benchmarks.history", "smoke"], cwd=ROOT, capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    total = sum(len(benchsuite.cases(op, smoke_run=True)) for op in spec.OPS)
-    assert f"ran all {total} cases" in proc.stdout
+    forward = sum(len(benchsuite.cases(op, smoke_run=True)) for op in spec.OPS)
+    backward = sum(len(benchsuite.cases(op, smoke_run=True, direction="bwd")) for op in spec.OPS)
+    assert backward > 0
+    assert f"ran all {forward} forward and {backward} backward cases" in proc.stdout
 
 
 # -- the gate ---------------------------------------------------------------------------------------------------
@@ -145,6 +243,84 @@ def test_a_changed_variant_is_set_beside_the_best_other_variant(tmp_path) -> Non
     lines = history.versus_best(head, changed)
     assert "| Softmax(fused, 16384x8192, bf16) | 1.2000 | online | 1.0000 | 1.200 |" in lines
     assert history.versus_best(head, set()) == []
+
+
+BACKWARD_KEY = ("ops.SoftmaxBackward.track_time", ("fused", "16384x8192", "bf16"))
+
+
+def test_the_gate_judges_backward_benchmarks_like_any_other() -> None:
+    base = {KEY: _point(1.0, 0.005), BACKWARD_KEY: _point(1.0, 0.005)}
+    head = {KEY: _point(1.0, 0.005), BACKWARD_KEY: _point(1.2, 0.005)}
+    verdicts = {v.name: v.status for v in history.judge(base, head, factor=1.05)}
+    assert verdicts == {
+        "Softmax(fused, 16384x8192, bf16)": "unchanged",
+        "SoftmaxBackward(fused, 16384x8192, bf16)": "regression",
+    }
+    # --op softmax runs both of its classes, and no other op's.
+    (flag, pattern) = history._bench_regex(["softmax"])
+    assert flag == "--bench"
+    assert re.match(pattern, "ops.Softmax.track_time") and re.match(pattern, "ops.SoftmaxBackward.track_error")
+    assert not re.match(pattern, "ops.Gelu.track_time") and not re.match(pattern, "ops.GeluBackward.track_time")
+
+
+def test_a_changed_variant_is_compared_in_its_backward_class_too(tmp_path) -> None:
+    machine = "gpu"
+    for sha, fingerprint in (("a" * 40, "src1:old"), ("b" * 40, "src1:new")):
+        results = tmp_path / sha[0] / machine
+        results.mkdir(parents=True)
+        cases = {"fused|16384x8192|bf16": {"fingerprint": fingerprint}}
+        record = {"cases": cases, "backward": {"cases": cases}}
+        (results / f"{sha[:8]}-kernelwatch.json").write_text(
+            json.dumps({history.PROVENANCE_KEY: {"ops": {"softmax": record}}})
+        )
+    changed = history.changed_variants(tmp_path / "a", tmp_path / "b", machine, "a" * 40, "b" * 40)
+    assert changed == {("Softmax", "fused"), ("SoftmaxBackward", "fused")}
+
+
+def test_a_spread_run_keeps_each_ops_backward_benchmarks(tmp_path) -> None:
+    part = tmp_path / "part.json"
+    names = ("ops.Softmax.track_time", "ops.SoftmaxBackward.track_time", "ops.Gelu.track_time")
+    part.write_text(json.dumps({"results": {n: [1.0] for n in names}, history.PROVENANCE_KEY: {"ops": {}}}))
+    merged = history.merge_results(tmp_path / "none.json", [(part, ["softmax"])])
+    assert set(merged["results"]) == {"ops.Softmax.track_time", "ops.SoftmaxBackward.track_time"}
+
+
+def test_the_provenance_page_lists_backward_cases(tmp_path) -> None:
+    case = {"version": "1.0.0", "fingerprint": "src1:abc", "autotune": {}, "mode": "default"}
+    record = {"cases": {"fused|1x7|bf16": case}, "backward": {"cases": {"fused|1x7|bf16": case}}}
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "aaaaaaaa-kernelwatch.json").write_text(
+        json.dumps({"commit_hash": "a" * 40, history.PROVENANCE_KEY: {"ops": {"layernorm": record}}})
+    )
+    history.write_provenance_page(tmp_path, tmp_path / "provenance.html")
+    page = (tmp_path / "provenance.html").read_text()
+    assert "<td>layernorm</td><td>fwd</td>" in page and "<td>layernorm</td><td>bwd</td>" in page
+
+
+def test_the_suite_still_runs_an_older_commits_kernels(monkeypatch) -> None:
+    """asv imports this checkout's benchmarks/ops.py beside the kernels (and kernels/benchsuite.py) of the commit
+    under test: one from before the backward series has no PASSES and a four-argument why_not, and its forward
+    classes must still run (bench-compare's base is such a commit the first time)."""
+    import importlib.util
+
+    current = benchsuite.why_not
+
+    def old_why_not(op, variant, shape, dtype):
+        return current(op, variant, shape, dtype)
+
+    monkeypatch.delattr(benchsuite, "PASSES")
+    monkeypatch.delattr(benchsuite, "roofline_name")
+    monkeypatch.setattr(benchsuite, "why_not", old_why_not)
+    loader = importlib.util.spec_from_file_location("old_commit_ops", ROOT / "benchmarks" / "ops.py")
+    old = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(old)
+    assert hasattr(old, "Softmax") and not hasattr(old, "SoftmaxBackward")
+    case = {"samples": [1.0], "throughput": 2.0, "pct_roofline": 3.0, "error": 0.5}
+    cache = {"ops": {"softmax": {"cases": {"fused|16384x8192|bf16": case}, "skipped": {}}}}
+    bench = old.Softmax()
+    bench.setup(cache, "fused", "16384x8192", "bf16")
+    assert bench.track_error(cache, "fused", "16384x8192", "bf16") == 0.5
+    assert old.Softmax.track_roofline.unit == "% of copy bandwidth"
 
 
 # -- results files ------------------------------------------------------------------------------------------------

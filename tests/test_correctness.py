@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import backend, cases, dispatch, memory, registry, spec
+from kernels import backend, cases, dispatch, gradients, memory, registry, spec
 from kernels.tolerance import check_close
 
 registry.discover()
@@ -67,31 +67,23 @@ def test_matches_reference(case: cases.Case) -> None:
 @pytest.mark.parametrize("case", BACKWARD, ids=_ids)
 def test_backward(case: cases.Case) -> None:
     inputs = case.inputs()
-    grads_wanted = [n for n in case.spec.grad_inputs if isinstance(inputs.get(n), torch.Tensor)]
-    for name in grads_wanted:
+    for name in gradients.differentiable(case.spec, inputs):
         inputs[name] = inputs[name].detach().requires_grad_()
     with memory.poisoned():
         out = _tuple(dispatch.run(case.op, inputs, variant=case.variant.name))
     scale = case.spec.grad_scale(case.shape)
-    grad_outs = [
+    grad_outs = tuple(
         spec.randn(tuple(o.shape), o.dtype, o.device, case.generator(f"grad{i}"), scale=scale)
         for i, o in enumerate(out)
-    ]
+    )
     torch.autograd.backward(out, grad_outs)
 
-    ref_inputs = {
-        k: (v.detach().double().requires_grad_() if k in grads_wanted else v) for k, v in spec.upcast(inputs).items()
-    }
-    extra = {"out": tuple(o.detach() for o in out) if len(out) > 1 else out[0].detach()}
-    ref_out = _tuple(case.spec.reference(**ref_inputs, **(extra if case.spec.reference_needs_output else {})))
-    torch.autograd.backward(ref_out, [g.double() for g in grad_outs])
-    for name in grads_wanted:
+    wanted = gradients.reference(case.spec, inputs, out, grad_outs)
+    for name, want in wanted.items():
         got = inputs[name].grad
         assert got is not None, f"{case.variant.key} gave no gradient for {name}"
         assert got.dtype == inputs[name].dtype, f"grad of {name} is {got.dtype}, input is {inputs[name].dtype}"
-        want = ref_inputs[name].grad
-        # The floors are for O(1) values; a gradient that sums many products may be larger (Tolerance.at_scale).
-        tol = case.spec.tolerance(got.dtype, case.dtype).at_scale(want.pow(2).mean().sqrt().item())
+        tol = gradients.tolerance(case.spec, got.dtype, case.dtype, want)
         check_close(got, want, tol, what=f"d{name} of {_hint(case)}")
 
 
