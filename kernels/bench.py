@@ -50,7 +50,8 @@ def model(op_spec: spec.OpSpec, direction: str, inputs: spec.Inputs, out) -> tup
     """(bytes, FLOPs) a pass must move and compute, from the op's models (see ``OpSpec.backward_bytes``)."""
     shape = op_spec.problem_shape(inputs)
     dtype = op_spec.operand_dtype(inputs)
-    fwd = (op_spec.bytes_moved(shape, dtype), op_spec.flops(shape))
+    fwd_bytes = op_spec.forward_bytes(inputs) if op_spec.forward_bytes else op_spec.bytes_moved(shape, dtype)
+    fwd = (fwd_bytes, op_spec.flops(shape))
     if direction == "fwd":
         return fwd
     bwd_flops = op_spec.backward_flops(shape) if op_spec.backward_flops else 2 * fwd[1]

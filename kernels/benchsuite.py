@@ -326,7 +326,7 @@ def _measure_forward(case: Case, inputs: spec.Inputs, run: Run) -> dict:
     # The launcher alone (stash=None: no backward follows): the entry point's checks are host time, which
     # bench-host measures.
     samples = run.timer(lambda: dispatch.call_forward(v, inputs, out, None))
-    nbytes, flops = op_spec.bytes_moved(case.shape, case.dtype), op_spec.flops(case.shape)
+    nbytes, flops = bench.model(op_spec, "fwd", inputs, out)
     return _result(case, v, samples, nbytes, flops, error, chosen, run)
 
 

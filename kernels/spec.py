@@ -82,6 +82,9 @@ class OpSpec:
     copy bandwidth."""
     roofline_name: str = "copy bandwidth"
     """What ``roofline`` is, in the benchmarks' units (e.g. "cuBLAS bf16")."""
+    forward_bytes: Callable[[Inputs], int] | None = None
+    """Fewest bytes the forward must move for these inputs, where the input mode changes it (rmsnorm's residual mode
+    reads and writes twice as much). None: ``bytes_moved`` of their shape and dtype."""
     backward_bytes: Callable[[Inputs], int] | None = None
     """Fewest bytes the backward pass must move, for these inputs. None: the output gradient read once, and each
     differentiable input read once and its gradient written once (right for norms, softmax and activations; an op

@@ -151,3 +151,14 @@ def test_a_pass_the_op_lacks_is_an_error() -> None:
         bench.run("quantize", shapes=[(2, 128)], peers=[], direction="bwd", timer=fake_timer, copy_gbs=1.0)
     with pytest.raises(ValueError, match="unknown pass"):
         bench.run("softmax", shapes=[(2, 3)], peers=[], direction="backward", timer=fake_timer, copy_gbs=1.0)
+
+
+def test_a_mode_that_moves_more_is_counted_so() -> None:
+    # rmsnorm's residual mode reads x and the residual and writes the output and the sum: twice the default's bytes.
+    rows, cols = 7, 129
+    default = bench.run("rmsnorm", shapes=[(rows, cols)], dtype="f32", peers=[], timer=fake_timer, copy_gbs=1.0)
+    residual = bench.run(
+        "rmsnorm", shapes=[(rows, cols)], dtype="f32", mode="residual", peers=[], timer=fake_timer, copy_gbs=1.0
+    )
+    assert {r.nbytes for r in default} == {(2 * rows * cols + cols) * 4}
+    assert {r.nbytes for r in residual} == {(4 * rows * cols + cols) * 4}

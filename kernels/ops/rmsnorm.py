@@ -112,9 +112,12 @@ SPEC = spec.define(
         bench_shapes=[(4096, 4096), (2048, 16384), (16, 262144)],
         # Square, sum, rsqrt, scale, weight: about 4 per element.
         flops=lambda s: 4 * s[0] * s[1],
-        # The default mode: x read and out written (the residual mode moves twice as much: x and residual read,
-        # out and the sum written; bytes_moved is given no mode).
+        # The default mode: x read, out written, the weight read once.
         bytes_moved=lambda s, dtype: (2 * s[0] * s[1] + s[1]) * dtype.itemsize,
+        # The residual mode moves twice as much: x and the residual read, the output and the sum written.
+        forward_bytes=lambda i: (
+            spec.nbytes(i["x"]) * (4 if i.get("residual") is not None else 2) + spec.nbytes(i["weight"])
+        ),
         has_backward=True,
         grad_inputs=("x", "weight", "residual"),
         # dweight sums over rows; this keeps it O(1) (dx, per element, shrinks with it but stays far above the
