@@ -120,11 +120,7 @@ def _peer_call(fn: Callable, op_spec: spec.OpSpec, direction: str, inputs: spec.
     """What to time for a peer in this pass: its public function, and autograd for the gradients."""
     if direction == "fwd":
         return lambda: fn(**inputs)
-    leaves = {
-        n: inputs[n].detach().requires_grad_()
-        for n in op_spec.grad_inputs
-        if isinstance(inputs.get(n), torch.Tensor) and inputs[n].is_floating_point()
-    }
+    leaves = {n: inputs[n].detach().requires_grad_() for n in gradients.differentiable(op_spec, inputs)}
     with_grad = inputs | leaves
     grads = dispatch._as_tuple(grad_out)
     if direction == "bwd":

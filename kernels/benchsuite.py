@@ -24,7 +24,6 @@ timed by the host clock: a CPU check that the suite runs, whose figures mean not
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import statistics
@@ -290,7 +289,7 @@ def measure_op(op: str, run: Run, log: Callable[[str], None] = print) -> dict:
                     # them), for every variant alike, as the bench command draws it.
                     meta_out = op_spec.make_output(dispatch._meta(inputs))
                     grad_out = bench.make_grad_out(op_spec, meta_out, shape, generator, run.device)
-                result = _measure_backward(case, inputs, grad_out, run)
+                result = _measure_backward(case, inputs, grad_out, run, log)
             results[case.direction][case.key] = result
             log(
                 f"{op} {case.direction} {case.key} [{case.mode}]: {result['ms']:.4f} ms, "
@@ -298,9 +297,7 @@ def measure_op(op: str, run: Run, log: Callable[[str], None] = print) -> dict:
                 f"error {result['error']:.3g}"
             )
         del inputs, grad_out
-        gc.collect()
-        if run.device.type == "cuda":
-            torch.cuda.empty_cache()
+        memory.release(run.device)
     record = {
         "roofline": op_spec.roofline_name,
         "throughput_unit": "TFLOP/s" if op_spec.roofline is not None else "GB/s",
@@ -330,7 +327,7 @@ def _measure_forward(case: Case, inputs: spec.Inputs, run: Run) -> dict:
     return _result(case, v, samples, nbytes, flops, error, chosen, run)
 
 
-def _measure_backward(case: Case, inputs: spec.Inputs, grad_out, run: Run) -> dict:
+def _measure_backward(case: Case, inputs: spec.Inputs, grad_out, run: Run, log: Callable[[str], None]) -> dict:
     """The backward launcher alone, after one untimed forward with a stash (``bench.variant_call``). The inputs were
     validated by the forward case of the same point, measured first."""
     op_spec = spec.get(case.op)
@@ -348,11 +345,9 @@ def _measure_backward(case: Case, inputs: spec.Inputs, grad_out, run: Run) -> di
         # which can outgrow the GPU. One case's error series must not cost the whole run (setup_cache measures every
         # case): the time is still measured, the error is recorded as not measured (NaN), and the log says why.
         error = float("nan")
-        print(f"{case.op} bwd {case.key}: the float64 reference gradient does not fit on the GPU; error not measured")
+        log(f"{case.op} bwd {case.key}: the float64 reference gradient does not fit on the GPU; error not measured")
     del grads
-    gc.collect()
-    if run.device.type == "cuda":
-        torch.cuda.empty_cache()
+    memory.release(run.device)
     chosen = tuning.chosen_configs(v.module)
     samples = run.timer(call)
     nbytes, flops = bench.model(op_spec, "bwd", inputs, out)

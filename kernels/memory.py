@@ -8,6 +8,7 @@ comparison instead of passing on whatever memory happened to hold.
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 
 import torch
@@ -45,3 +46,12 @@ def empty(shape, *, dtype: torch.dtype, device) -> torch.Tensor:
 
 def empty_like(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     return empty(t.shape, dtype=dtype or t.dtype, device=t.device)
+
+
+def release(device: torch.device | str) -> None:
+    """Free what no longer has a reference and, on a GPU, hand the caching allocator's unused blocks back to the
+    driver, so that a process sharing the GPU with others (test workers) or moving on to a larger problem (the asv
+    suite's next case) does not keep the peak of what it ran before."""
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()

@@ -144,12 +144,7 @@ def _gpu_memory_handed_back():
     (8 per GPU by default); without this each one's caching allocator keeps the peak of the largest test it has run
     (float64 references of [16384, 8192] are 1 GiB each), and together they ran an H200's 140 GB out of memory."""
     yield
-    from kernels import backend
+    from kernels import backend, memory
 
     if backend.name() == "cuda":
-        import gc
-
-        import torch
-
-        gc.collect()
-        torch.cuda.empty_cache()
+        memory.release("cuda")
