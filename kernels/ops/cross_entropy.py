@@ -149,16 +149,8 @@ SPEC = spec.define(
 
 
 def check_target_range(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> None:
-    """Raise ``KernelInputError`` naming the first target outside ``[0, V)`` that is not ``ignore_index``."""
-    if (
-        logits.dim() != 2
-        or target.dim() != 1
-        or target.dtype != torch.int64
-        or target.device != logits.device
-        or not target.numel()
-        or not logits.shape[1]
-    ):
-        return  # the spec's validation, which runs next, names what is wrong with these
+    """Raise ``KernelInputError`` naming the first target outside ``[0, V)`` that is not ``ignore_index``. For inputs
+    that passed the op's checks (``_validate``)."""
     vocab = logits.shape[1]
     bad = ((target < 0) | (target >= vocab)) & (target != ignore_index)
     if bad.any():
@@ -190,6 +182,10 @@ def cross_entropy(
         "label_smoothing": label_smoothing,
         "reduction": reduction,
     }
-    if check_targets and isinstance(logits, torch.Tensor) and isinstance(target, torch.Tensor):
+    if check_targets:
+        # Target values are read only from inputs known to be good, so the entry point's own checks go first; the
+        # dispatcher repeats them (host work, on a call that pays a device read anyway).
+        dispatch.check_devices("cross_entropy", inputs)
+        _validate(inputs)
         check_target_range(logits, target, ignore_index)
     return dispatch.run("cross_entropy", inputs, variant=variant, out=out)
