@@ -148,7 +148,18 @@ def tests_gpu(session: nox.Session) -> None:
     gpu = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'tests-gpu: no CUDA device visible')"
     session.run(python, "-c", gpu, env=env, external=True)
     session.run(python, "-m", "kernels", "list", env=env, external=True)
-    session.run(python, "-m", "pytest", *_gpu_workers(session, env), *session.posargs, env=env, external=True)
+    workers = _gpu_workers(session, env)
+    env.update(_threads_per_worker(workers))
+    session.run(python, "-m", "pytest", *workers, *session.posargs, env=env, external=True)
+
+
+def _threads_per_worker(workers: list[str]) -> dict[str, str]:
+    """OMP_NUM_THREADS so that the xdist workers together use the box's cores once: each worker's torch would
+    otherwise start a thread per core for its CPU work (drawing the inputs, host-side references), and dozens of
+    workers would oversubscribe the host that sets the pace of a GPU run. A value already set is kept."""
+    if "OMP_NUM_THREADS" in os.environ or not workers:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, int(workers[-1]))))}
 
 
 def _gpu_spread(session: nox.Session) -> dict[str, str]:

@@ -24,6 +24,10 @@ _softmax_autotuned_kernel = autotune(
         triton.Config({"BLOCK_COLS": 4096}, num_warps=8),
         triton.Config({"BLOCK_COLS": 4096}, num_warps=16),
         triton.Config({"BLOCK_COLS": 8192}, num_warps=16),
+        # Long rows (one program per row, few programs): a wider block keeps more loads in flight per SM. At
+        # 256 x 131072 on an H200, 16384 columns over 32 warps reached 55 % of copy against 44 % at 8192.
+        triton.Config({"BLOCK_COLS": 16384}, num_warps=16),
+        triton.Config({"BLOCK_COLS": 16384}, num_warps=32),
     ],
     key=["cols"],
     prune_configs_by={"early_config_prune": _drop_oversized_blocks},
@@ -33,7 +37,7 @@ _softmax_autotuned_kernel = autotune(
 @register(
     op="softmax",
     name="autotuned",
-    version="1.0.1",
+    version="1.0.2",
     dtypes=FLOATS,
     backward=softmax_backward,
 )
