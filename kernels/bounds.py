@@ -126,13 +126,14 @@ def check():
     def itemsize(ptrs) -> int:
         return int(np.dtype(interpreter._get_np_dtype(ptrs.get_element_ty())).itemsize)
 
-    def load(self, ptrs, mask, other, *rest):
+    # Tensor-descriptor loads and stores reach these too, passing some arguments by keyword.
+    def load(self, ptrs, mask, other, *rest, **options):
         _check("load", ptrs.data, mask.data, itemsize(ptrs))
-        return saved["load"](self, ptrs, mask, other, *rest)
+        return saved["load"](self, ptrs, mask, other, *rest, **options)
 
-    def store(self, ptrs, value, mask, *rest):
+    def store(self, ptrs, value, mask, *rest, **options):
         _check("store", ptrs.data, mask.data, itemsize(ptrs))
-        return saved["store"](self, ptrs, value, mask, *rest)
+        return saved["store"](self, ptrs, value, mask, *rest, **options)
 
     def rmw(self, op, ptr, val, mask, *rest):
         _check("atomic", ptr.data, mask.data, itemsize(ptr))

@@ -1,6 +1,6 @@
 """attention beyond the generated cases: grouped-query heads, causal masks over odd and unequal lengths, the default
-and an explicit scale, strided [B, S, H, D] inputs, the memory flash saves over naive (GPU), the fp8 variant, and
-the inputs it refuses."""
+and an explicit scale, strided [B, S, H, D] inputs, the memory flash saves over naive (GPU), flash_hopper's
+fallbacks (layouts TMA cannot address, a non-positive scale), the fp8 variant, and the inputs it refuses."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from kernels.tolerance import check_close
 
 DEV = backend.device()
 SPEC = spec.get("attention")
-VARIANTS = ["naive", "flash"]
+_HOPPER_GAP = kernels.registry.get("attention", "flash_hopper").unsupported_backend()
+# flash_hopper takes fp16 and bf16 only, so it is not in the float32 test.
+FLOAT_VARIANTS = ["naive", "flash"]
+VARIANTS = [
+    *FLOAT_VARIANTS,
+    pytest.param("flash_hopper", marks=pytest.mark.skipif(bool(_HOPPER_GAP), reason=str(_HOPPER_GAP))),
+]
 # fp16: exact under the interpreter and on GPU alike (bf16 tl.dot is a declared interpreter gap).
 DTYPE = torch.float16
 
@@ -84,7 +90,7 @@ def test_attention_strided_bshd_inputs(variant) -> None:
     _check({"q": q, "k": k, "v": v, "causal": True, "scale": 0.4}, variant)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", FLOAT_VARIANTS)
 def test_attention_float32(variant) -> None:
     _check(_inputs(1, 2, 1, 7, 17, 16, CAUSAL, seed=6, dtype=torch.float32), variant)
 
@@ -112,6 +118,41 @@ def test_attention_flash_memory_is_linear_in_seq_and_naive_quadratic() -> None:
     assert naive[1] >= 12 * naive[0], naive
     # At seq 4096 naive's [8, 4096, 4096] fp32 scores alone are 512 MiB; flash's output is 4 MiB.
     assert naive[1] >= 8 * 4096 * 4096 * 4 > 50 * flash[1], (flash, naive)
+
+
+# -- flash_hopper's fallbacks ---------------------------------------------------------------------------------
+@pytest.mark.skipif(bool(_HOPPER_GAP), reason=str(_HOPPER_GAP))
+def test_attention_flash_hopper_descriptor_views() -> None:
+    from variants.attention._flash_tma import _descriptor
+
+    gen = torch.Generator().manual_seed(11)
+    dense = spec.randn((2, 3, 5, 16), DTYPE, DEV, gen)
+    desc = _descriptor(dense, 16)
+    assert desc is not None and list(desc.shape) == [6, 5, 16] and desc.block_shape == [1, 16, 16]
+    # [B, S, H, D] read through .transpose(1, 2): batch and head do not merge into one dimension.
+    assert _descriptor(spec.randn((2, 5, 3, 16), DTYPE, DEV, gen).transpose(1, 2), 16) is None
+    # A base 2 bytes past a 16-byte boundary, and a head_dim sliced out of a wider one (row stride 34 bytes).
+    assert _descriptor(spec.randn((2 * 3 * 5 * 16 + 1,), DTYPE, DEV, gen)[1:].view(2, 3, 5, 16), 16) is None
+    assert _descriptor(spec.randn((2, 3, 5, 17), DTYPE, DEV, gen)[..., :16], 16) is None
+    # Size-1 dimensions with strides torch leaves arbitrary still take a descriptor.
+    odd = torch.as_strided(dense, (1, 1, 1, 16), (7, 7, 7, 1))
+    assert _descriptor(odd, 16) is not None
+
+
+@pytest.mark.skipif(bool(_HOPPER_GAP), reason=str(_HOPPER_GAP))
+def test_attention_flash_hopper_misaligned_out_and_nonpositive_scale() -> None:
+    inputs = _inputs(1, 4, 2, 21, 13, 32, CAUSAL, seed=12)
+    ref = reference(**spec.upcast(inputs))
+    tol = SPEC.tolerance(DTYPE)
+    # An out that starts 2 bytes past a 16-byte boundary: written through an aligned buffer and copied back.
+    backing = torch.full((ref.numel() + 1,), float("nan"), dtype=DTYPE, device=DEV)
+    out = backing[1:].view(ref.shape)
+    result = kernels.attention(**inputs, variant="flash_hopper", out=out)
+    assert result.data_ptr() == out.data_ptr() and backing[0].isnan()
+    check_close(out, ref, tol, what="flash_hopper into a misaligned out")
+    # The folded-scale softmax needs scale > 0: a negative or zero scale runs the pointer kernel, forward and backward.
+    for scale in (-0.3, 0.0):
+        _check(inputs | {"scale": scale}, "flash_hopper")
 
 
 # -- fp8 ------------------------------------------------------------------------------------------------------

@@ -29,6 +29,12 @@ def _shifted_add(dst_ptr, n, SHIFT: tl.constexpr, BLOCK: tl.constexpr):
     tl.atomic_add(dst_ptr + offs, 1.0, mask=offs < n)
 
 
+@triton.jit
+def _desc_copy(src_desc, dst_desc):
+    tile = src_desc.load([0, 0])
+    dst_desc.store([0, 0], tile)
+
+
 def _pair(n=37):
     # Allocated far apart on purpose: a stray lane that lands inside the other tensor is not seen (see below).
     src = torch.randn(n)
@@ -119,3 +125,16 @@ def test_failures_are_named_as_they_happen(capsys, monkeypatch) -> None:
     )
     assert "kernelwatch: FAILED tests/x.py::test_w (setup): E  why" in err
     assert "test_z" not in err
+
+
+@interpreted
+def test_tensor_descriptor_loads_and_stores_run_under_the_check() -> None:
+    # The interpreter turns a descriptor load or store into a masked one with keyword arguments; the lanes past the
+    # descriptor's shape are masked off, so a tile larger than the tensor passes.
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    src = torch.randn(3, 8)
+    dst = torch.full((3, 8), float("nan"))
+    with bounds.check():
+        _desc_copy[(1,)](TensorDescriptor.from_tensor(src, [4, 8]), TensorDescriptor.from_tensor(dst, [4, 8]))
+    assert torch.equal(dst, src)
