@@ -125,10 +125,14 @@ def _peer_call(fn: Callable, op_spec: spec.OpSpec, direction: str, inputs: spec.
     grads = dispatch._as_tuple(grad_out)
     if direction == "bwd":
         outs = dispatch._as_tuple(fn(**with_grad))
-        return lambda: torch.autograd.grad(outs, tuple(leaves.values()), grads, retain_graph=True)
+        return lambda: torch.autograd.grad(outs, tuple(leaves.values()), grads, retain_graph=True, allow_unused=True)
 
+    # allow_unused: a peer may not read every differentiable input of the op (the SDPA peer of
+    # windowed_rope_attention reads q1, k1 and v, not q2 and k2); it is timed for the gradients it does produce.
     def forward_backward():
-        return torch.autograd.grad(dispatch._as_tuple(fn(**with_grad)), tuple(leaves.values()), grads)
+        return torch.autograd.grad(
+            dispatch._as_tuple(fn(**with_grad)), tuple(leaves.values()), grads, allow_unused=True
+        )
 
     return forward_backward
 

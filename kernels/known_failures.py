@@ -86,3 +86,34 @@ def lookup(*, op: str, variant: str, dtype: torch.dtype, backend: str, test: str
         if entry.matches(op=op, variant=variant, dtype=dtype, backend=backend, test=test, triton=triton):
             return entry
     return None
+
+
+def unmet_interpreter_pins(triton_version: str | None = None) -> list[str]:
+    """The pins kernels/triton_matrix.py declares for this Triton version's interpreter that the installed packages
+    break, each as "requirement (installed version): why", the why naming the upstream issue.
+
+    tests-cpu and tests-triton install those pins, but a GPU box brings its own packages: there, tests that start
+    the interpreter in a subprocess (the scaffold and asv smoke checks) meet the gap the pin works around. Each
+    such gap is then a strict expected failure of those tests (tests/conftest.py), with the reason declared once,
+    in the matrix."""
+    import importlib.metadata
+    import runpy
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    if triton_version is None:
+        import triton
+
+        triton_version = triton.__version__
+    matrix = runpy.run_path(str(Path(__file__).with_name("triton_matrix.py")))["VERSIONS"]
+    unmet = []
+    for text, why in matrix.get(triton_version.split("+")[0], {}).items():
+        requirement = Requirement(text)
+        try:
+            installed = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if not requirement.specifier.contains(installed, prereleases=True):
+            unmet.append(f"{text} ({requirement.name} {installed} is installed): {why}")
+    return unmet

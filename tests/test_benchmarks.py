@@ -162,6 +162,7 @@ def test_a_new_variant_file_is_benchmarked(tmp_path) -> None:
     assert "'mine'" in out, out
 
 
+@pytest.mark.interpreter_subprocess
 def test_the_suite_runs_every_case_under_the_interpreter() -> None:
     """The CPU smoke check: asv discovers the suite, runs setup_cache and all four series for every case."""
     proc = subprocess.run(

@@ -49,3 +49,20 @@ def test_version_bounds() -> None:
     assert entry.matches(**kw, triton="3.5.0+git1234")
     assert not entry.matches(**kw, triton="3.5.1")
     assert not entry.matches(**{**kw, "test": "test_deterministic"}, triton="3.3.0")
+
+
+def test_an_unmet_interpreter_pin_is_reported_with_its_upstream_link(monkeypatch) -> None:
+    """A GPU box brings its own numpy: Triton 3.6's interpreter with numpy 2.4 is the gap triton_matrix pins."""
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    for installed, unmet in (("2.4.0", True), ("2.3.5", False)):
+        monkeypatch.setattr(
+            importlib.metadata, "version", lambda name, v=installed: v if name == "numpy" else real(name)
+        )
+        found = known_failures.unmet_interpreter_pins("3.6.0")
+        assert bool(found) == unmet, found
+        if unmet:
+            assert found[0].startswith(f"numpy<2.4 (numpy {installed} is installed)")
+            assert "https://github.com/triton-lang/triton/issues/9171" in found[0]
+    assert known_failures.unmet_interpreter_pins("3.9.0") == []

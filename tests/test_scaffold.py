@@ -33,6 +33,7 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.interpreter_subprocess
 def test_a_scaffolded_variant_passes_the_suite_as_generated(tmp_path) -> None:
     repo = _copy_checkout(tmp_path)
     made = _run(repo, "-m", "kernels", "new", "softmax", "mine")
