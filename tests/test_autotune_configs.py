@@ -13,6 +13,7 @@ Under the interpreter this also runs the GPU configs, with their GPU tiles, thro
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 import torch
@@ -98,3 +99,18 @@ def test_autotune_config(case: cases.Case, tuner, config) -> None:
         f"{_kernel_name(tuner)} never launched for {case.variant.key} in {[c.id for c in tried]}: give {case.op} "
         "a CPU shape (or mode) that reaches it, so its configs are tested"
     )
+
+
+def test_gpu_runs_of_the_suite_time_configs_briefly_and_benchmarks_in_full(monkeypatch) -> None:
+    """The suite sets the quick benchmarker for autotuners (tests/conftest.py); without it, Triton's full one."""
+    import triton.testing
+
+    from kernels import tuning
+
+    assert os.environ.get(tuning.QUICK_ENV) == "1"
+    seen = []
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: seen.append(kw) or [1.0, 1.0, 1.0])
+    tuning._timed(lambda: None, (0.5, 0.2, 0.8))
+    monkeypatch.delenv(tuning.QUICK_ENV)
+    tuning._timed(lambda: None, (0.5, 0.2, 0.8))
+    assert seen == [{"warmup": 1, "rep": 5, "quantiles": (0.5, 0.2, 0.8)}, {"quantiles": (0.5, 0.2, 0.8)}]

@@ -30,7 +30,7 @@ def _backward(inputs, out, grad_out):
 @register(
     op="attention",
     name="flash_hopper",
-    version="1.0.0",
+    version="1.0.1",
     dtypes=(torch.float16, torch.bfloat16),
     min_cc=(9, 0),
     backward=_backward,
