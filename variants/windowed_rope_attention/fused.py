@@ -56,6 +56,39 @@ def _interpreter_keeps_small(configs, named_args, **kwargs):
     return configs[-1:] if backend.interpreting() else configs
 
 
+# -- scores ----------------------------------------------------------------------------------------------------------
+@triton.jit
+def _tile_scores(
+    a1, a2, b1_ptrs, b2_ptrs, b_mask, dist, window, near_from, inv_transition, qk_scale,
+    USE_S1: tl.constexpr, USE_S2: tl.constexpr, MASKED: tl.constexpr, BLEND: tl.constexpr,
+):  # fmt: skip
+    """The scaled scores of the tile ``a`` (its two encodings a1, a2) against the tile ``b`` that this step reads
+    (b1, b2), for the region's encodings: ``(s, alpha, b1, b2)``, alpha the second encoding's weight. Queries
+    against keys in the forward and dq passes; keys against queries, transposed, in the dk/dv pass, which is why
+    ``dist`` (query minus key position, shaped like s) comes from the caller. A b tile the region does not use is
+    not read; zeros stand in for it (and for alpha), unused, so that every region returns the same four values."""
+    if USE_S1:
+        b1 = tl.load(b1_ptrs, mask=b_mask, other=0.0)
+        s1 = tl.dot(a1, tl.trans(b1))
+    else:
+        b1 = tl.zeros(b_mask.shape, dtype=a1.dtype)
+    if USE_S2:
+        b2 = tl.load(b2_ptrs, mask=b_mask, other=0.0)
+        s2 = tl.dot(a2, tl.trans(b2))
+    else:
+        b2 = tl.zeros(b_mask.shape, dtype=a2.dtype)
+    if USE_S1 and USE_S2:
+        s, alpha = mix_scores(s1, s2, dist, window, near_from, inv_transition, BLEND)
+    elif USE_S1:
+        s, alpha = s1, 0.0
+    else:
+        s, alpha = s2, 1.0
+    s = s * qk_scale
+    if MASKED:
+        s = tl.where(dist >= 0, s, float("-inf"))
+    return s, alpha, b1, b2
+
+
 # -- forward ---------------------------------------------------------------------------------------------------------
 @triton.jit
 def _attend_key_blocks(
@@ -68,22 +101,11 @@ def _attend_key_blocks(
         keys = n0 + tl.arange(0, BLOCK_N)
         # Unmasked regions lie wholly before the query block, so inside the sequence: no key bound to check.
         kmask = (dcols[None, :] < HEAD_DIM) & (keys[:, None] < S) if MASKED else dcols[None, :] < HEAD_DIM
-        dist = rows[:, None] - keys[None, :]
-        if USE_S1:
-            k1 = tl.load(k1_ptr + keys[:, None] * sk1s + dcols[None, :] * sk1d, mask=kmask, other=0.0)
-            s1 = tl.dot(q1, tl.trans(k1))
-        if USE_S2:
-            k2 = tl.load(k2_ptr + keys[:, None] * sk2s + dcols[None, :] * sk2d, mask=kmask, other=0.0)
-            s2 = tl.dot(q2, tl.trans(k2))
-        if USE_S1 and USE_S2:
-            s, _ = mix_scores(s1, s2, dist, window, near_from, inv_transition, BLEND)
-        elif USE_S1:
-            s = s1
-        else:
-            s = s2
-        s = s * qk_scale
-        if MASKED:
-            s = tl.where(dist >= 0, s, float("-inf"))
+        s, _, _, _ = _tile_scores(
+            q1, q2, k1_ptr + keys[:, None] * sk1s + dcols[None, :] * sk1d,
+            k2_ptr + keys[:, None] * sk2s + dcols[None, :] * sk2d, kmask, rows[:, None] - keys[None, :],
+            window, near_from, inv_transition, qk_scale, USE_S1, USE_S2, MASKED, BLEND,
+        )  # fmt: skip
         # Every row's first key block holds key 0, which no row masks: m_new is finite from the first step on.
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.math.exp2(s - m_new[:, None])
@@ -188,22 +210,11 @@ def _dkdv_query_blocks(
         lse = tl.load(lse_ptr + rows, mask=rows < S, other=0.0)
         delta = tl.load(delta_ptr + rows, mask=rows < S, other=0.0)
         do = tl.load(do_ptr + rows[:, None] * sds + dcols[None, :] * sdd, mask=qmask, other=0.0)
-        dist = rows[None, :] - keys[:, None]
-        if USE_S1:
-            q1 = tl.load(q1_ptr + rows[:, None] * sq1s + dcols[None, :] * sq1d, mask=qmask, other=0.0)
-            s1 = tl.dot(k1, tl.trans(q1))
-        if USE_S2:
-            q2 = tl.load(q2_ptr + rows[:, None] * sq2s + dcols[None, :] * sq2d, mask=qmask, other=0.0)
-            s2 = tl.dot(k2, tl.trans(q2))
-        if USE_S1 and USE_S2:
-            s, alpha = mix_scores(s1, s2, dist, window, near_from, inv_transition, BLEND)
-        elif USE_S1:
-            s = s1
-        else:
-            s = s2
-        s = s * qk_scale
-        if MASKED:
-            s = tl.where(dist >= 0, s, float("-inf"))
+        s, alpha, q1, q2 = _tile_scores(
+            k1, k2, q1_ptr + rows[:, None] * sq1s + dcols[None, :] * sq1d,
+            q2_ptr + rows[:, None] * sq2s + dcols[None, :] * sq2d, qmask, rows[None, :] - keys[:, None],
+            window, near_from, inv_transition, qk_scale, USE_S1, USE_S2, MASKED, BLEND,
+        )  # fmt: skip
         p = tl.math.exp2(s - lse[None, :])
         dv = tl.dot(p.to(do.dtype), do, dv)
         ds = p * (tl.dot(v, tl.trans(do)) - delta[None, :])
@@ -285,22 +296,11 @@ def _dq_key_blocks(
     for n0 in range(lo, hi, BLOCK_N):
         keys = n0 + tl.arange(0, BLOCK_N)
         kmask = (dcols[None, :] < HEAD_DIM) & (keys[:, None] < S) if MASKED else dcols[None, :] < HEAD_DIM
-        dist = rows[:, None] - keys[None, :]
-        if USE_S1:
-            k1 = tl.load(k1_ptr + keys[:, None] * sk1s + dcols[None, :] * sk1d, mask=kmask, other=0.0)
-            s1 = tl.dot(q1, tl.trans(k1))
-        if USE_S2:
-            k2 = tl.load(k2_ptr + keys[:, None] * sk2s + dcols[None, :] * sk2d, mask=kmask, other=0.0)
-            s2 = tl.dot(q2, tl.trans(k2))
-        if USE_S1 and USE_S2:
-            s, alpha = mix_scores(s1, s2, dist, window, near_from, inv_transition, BLEND)
-        elif USE_S1:
-            s = s1
-        else:
-            s = s2
-        s = s * qk_scale
-        if MASKED:
-            s = tl.where(dist >= 0, s, float("-inf"))
+        s, alpha, k1, k2 = _tile_scores(
+            q1, q2, k1_ptr + keys[:, None] * sk1s + dcols[None, :] * sk1d,
+            k2_ptr + keys[:, None] * sk2s + dcols[None, :] * sk2d, kmask, rows[:, None] - keys[None, :],
+            window, near_from, inv_transition, qk_scale, USE_S1, USE_S2, MASKED, BLEND,
+        )  # fmt: skip
         p = tl.math.exp2(s - lse[:, None])
         v = tl.load(v_ptr + keys[:, None] * svs + dcols[None, :] * svd, mask=kmask, other=0.0)
         ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
@@ -399,7 +399,7 @@ def _backward(inputs, out, grad_out):
 @register(
     op="windowed_rope_attention",
     name="fused",
-    version="1.0.0",
+    version="1.0.1",
     dtypes=FLOATS,
     modes=("default", "blend"),
     limits={"D": (1, MAX_HEAD_DIM)},
