@@ -72,6 +72,21 @@ def _attend_tiles(
 
 
 @triton.jit
+def key_ranges(start_m, seq_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``(lo, hi)`` for the query tile starting at ``start_m``: key tiles [0, lo) need no mask, [lo, hi) do. BLOCK_M
+    is a multiple of BLOCK_N, so with a causal mask every key left of start_m is visible to every row of the tile
+    and the diagonal covers whole key tiles; without one only the ragged end of Sk is masked."""
+    full_k = (seq_k // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        lo = tl.minimum(start_m, full_k)
+        hi = tl.minimum(start_m + BLOCK_M, seq_k)
+    else:
+        lo = full_k
+        hi = seq_k
+    return lo, hi
+
+
+@triton.jit
 def flash_forward_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, scales_ptr, sm_scale, num_heads, group, seq_q, seq_k,
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
@@ -102,15 +117,7 @@ def flash_forward_kernel(
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
 
-    # Key tiles [0, lo) need no mask; [lo, hi) do. BLOCK_M is a multiple of BLOCK_N, so with a causal mask every
-    # key left of start_m is visible to every row of this program.
-    full_k = (seq_k // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        lo = tl.minimum(start_m, full_k)
-        hi = tl.minimum(start_m + BLOCK_M, seq_k)
-    else:
-        lo = full_k
-        hi = seq_k
+    lo, hi = key_ranges(start_m, seq_k, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _attend_tiles(
         acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, rows, 0, lo, seq_k, qk_scale,
         MASKED=False, CAUSAL=CAUSAL, FP8=FP8, ROUND_FP8_P=ROUND_FP8_P, HEAD_DIM=HEAD_DIM, BLOCK_N=BLOCK_N,

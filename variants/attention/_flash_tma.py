@@ -93,15 +93,7 @@ def flash_tma_forward_kernel(
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
 
-    # Key tiles [0, lo) need no mask; [lo, hi) do. BLOCK_M is a multiple of BLOCK_N, so with a causal mask every
-    # key left of start_m is visible to every row of this program, and the diagonal covers whole key tiles.
-    full_k = (seq_k // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        lo = tl.minimum(start_m, full_k)
-        hi = tl.minimum(start_m + BLOCK_M, seq_k)
-    else:
-        lo = full_k
-        hi = seq_k
+    lo, hi = _flash.key_ranges(start_m, seq_k, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _attend_tiles(
         acc, l_i, m_i, q, k_desc, v_desc, kv_row, rows, 0, lo, seq_k, qk_scale,
         MASKED=False, CAUSAL=CAUSAL, HEAD_DIM=HEAD_DIM, BLOCK_N=BLOCK_N,

@@ -277,7 +277,7 @@ def _backward(inputs, out, grad_out):
     return flash_backward(inputs, out, grad_out)
 
 
-@register(op="attention", name="flash", version="1.0.0", dtypes=FLOATS, backward=_backward)
+@register(op="attention", name="flash", version="1.0.1", dtypes=FLOATS, backward=_backward)
 def attention_flash(q, k, v, causal, scale, *, out, stash):
     """Fused online-softmax forward (FlashAttention-2) storing the logsumexp for its FA2 backward."""
     lse = new_lse(q) if stash is not None else None

@@ -20,7 +20,7 @@ from variants.attention._flash import launch_forward
 @register(
     op="attention",
     name="fp8",
-    version="1.0.0",
+    version="1.0.1",
     dtypes=(torch.float8_e4m3fn,),
     min_cc=(8, 9),
     # fp8 tensor-core instructions reduce over 32 elements at a time: Q K^T needs a head_dim of at least 32.
