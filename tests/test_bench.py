@@ -33,6 +33,27 @@ def test_rows_carry_metrics_versions_and_the_eager_ratio() -> None:
     assert "copy bandwidth measured in this run: 1000 GB/s" in table and "[eager]" in table
 
 
+def test_rows_are_also_judged_against_a_copy_of_their_own_bytes() -> None:
+    shape = (7, 129)
+    asked = []
+
+    def copy_at(nbytes):
+        asked.append(nbytes)
+        return 500.0
+
+    rows = bench.run(
+        "softmax", shapes=[shape], dtype="f32", peers=[], timer=fake_timer, copy_gbs=1000.0, copy_gbs_at=copy_at
+    )
+    assert asked == [spec.get("softmax").bytes_moved(shape, torch.float32)]  # once per shape, at the model's bytes
+    for r in rows:
+        assert r.pct_copy_at_size == pytest.approx(100 * r.gbs / 500.0) == pytest.approx(2 * r.pct_copy)
+    table = bench.format_table(rows, 1000.0)
+    assert "% copy@size" in table and f"{rows[0].pct_copy_at_size:.1f}" in table
+    # Without a measure (the interpreter, where nothing is timed for real) the column stays empty.
+    assert all(r.pct_copy_at_size is None for r in bench.run("softmax", shapes=[shape], dtype="f32", peers=[],
+                                                               timer=fake_timer, copy_gbs=1000.0))  # fmt: skip
+
+
 def test_variants_that_cannot_take_the_shape_are_left_out() -> None:
     rows = bench.run("softmax", shapes=[(2, 40000)], dtype="f32", peers=[], timer=fake_timer, copy_gbs=1.0)
     assert "fused" not in {r.name for r in rows}  # cols limit 32768
