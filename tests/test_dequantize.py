@@ -7,12 +7,13 @@ import pytest
 import torch
 
 import kernels
-from kernels import backend, memory
+from kernels import backend, memory, registry
 from kernels.errors import KernelInputError
 from kernels.ops import _quant
 
 DEV = backend.device()
-VARIANTS = ["naive", "fused"]
+registry.discover()
+VARIANTS = [v.name for v in registry.variants_of("dequantize")]  # every variant, a new one included
 
 
 def _every_code(fmt):

@@ -16,7 +16,8 @@ from kernels.tolerance import check_close
 
 DEV = backend.device()
 SPEC = spec.get("dropout")
-VARIANTS = ["naive", "seeded"]
+registry.discover()
+VARIANTS = [v.name for v in registry.variants_of("dropout")]  # every variant, a new one included
 PROBABILITIES = [0.0, 0.25, 0.9]
 # Large enough that the binomial bounds are tight (6 sigma is 2% of N at p = 0.25), small enough for the
 # interpreter.

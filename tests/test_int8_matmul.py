@@ -9,7 +9,7 @@ import triton
 from triton.runtime.errors import OutOfResources
 
 import kernels
-from kernels import backend, dispatch, known_failures, memory, spec
+from kernels import backend, dispatch, known_failures, memory, registry, spec
 from kernels.errors import KernelInputError
 from kernels.ops.int8_matmul import _PreDequantized, reference
 from kernels.tolerance import check_close
@@ -17,7 +17,8 @@ from variants.int8_matmul import autotuned, splitk
 
 DEV = backend.device()
 SPEC = spec.get("int8_matmul")
-VARIANTS = ["naive", "splitk", "autotuned"]
+registry.discover()
+VARIANTS = [v.name for v in registry.variants_of("int8_matmul")]  # every variant, a new one included
 # fp16: exact under the interpreter and on GPU alike (bf16 tl.dot is a declared interpreter gap).
 DTYPE = torch.float16
 

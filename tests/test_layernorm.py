@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import kernels
-from kernels import backend, memory, spec
+from kernels import backend, memory, registry, spec
 from kernels.errors import KernelInputError
 from kernels.tolerance import check_close
 from variants import _row_partials
@@ -15,7 +15,8 @@ from variants.layernorm import _backward, welford
 
 DEV = backend.device()
 SPEC = spec.get("layernorm")
-VARIANTS = ["naive", "fused", "welford"]
+registry.discover()
+VARIANTS = [v.name for v in registry.variants_of("layernorm")]  # every variant, a new one included
 
 
 def _inputs(shape, dtype=torch.float16, seed=0, param_dtype=None):

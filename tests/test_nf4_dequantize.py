@@ -7,12 +7,13 @@ import pytest
 import torch
 
 import kernels
-from kernels import backend, memory
+from kernels import backend, memory, registry
 from kernels.errors import KernelInputError
 from kernels.ops.nf4_dequantize import NF4_CODEBOOK, reference
 
 DEV = backend.device()
-VARIANTS = ["naive", "fused"]
+registry.discover()
+VARIANTS = [v.name for v in registry.variants_of("nf4_dequantize")]  # every variant, a new one included
 
 
 def test_nf4_codebook_is_the_normal_float_construction() -> None:

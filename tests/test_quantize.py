@@ -10,13 +10,14 @@ import triton
 import triton.language as tl
 
 import kernels
-from kernels import backend, memory
+from kernels import backend, memory, registry
 from kernels.errors import KernelInputError
 from kernels.ops import _quant
 from variants.quantize import _codec
 
 DEV = backend.device()
-VARIANTS = ["naive", "fused"]
+registry.discover()
+VARIANTS = [v.name for v in registry.variants_of("quantize")]  # every variant, a new one included
 FP8 = ["e4m3", "e5m2"]
 
 

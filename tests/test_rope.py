@@ -8,14 +8,15 @@ import pytest
 import torch
 
 import kernels
-from kernels import backend, dispatch, memory, spec
+from kernels import backend, dispatch, memory, registry, spec
 from kernels.errors import KernelInputError
 from kernels.ops.rope import reference, rotary_tables
 from kernels.tolerance import check_close
 
 DEV = backend.device()
 SPEC = spec.get("rope")
-VARIANTS = ["naive", "fused"]
+registry.discover()
+VARIANTS = [v.name for v in registry.variants_of("rope")]  # every variant, a new one included
 
 
 def _randn(*shape, dtype=torch.float32, seed=0):

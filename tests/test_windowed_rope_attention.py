@@ -11,14 +11,15 @@ import pytest
 import torch
 
 import kernels
-from kernels import backend, dispatch, memory, spec
+from kernels import backend, dispatch, memory, registry, spec
 from kernels.errors import KernelInputError, UnsupportedError
 from kernels.ops.windowed_rope_attention import NAMES, reference
 from kernels.tolerance import check_close
 
 DEV = backend.device()
 SPEC = spec.get("windowed_rope_attention")
-VARIANTS = ["naive", "fused"]
+registry.discover()
+VARIANTS = [v.name for v in registry.variants_of("windowed_rope_attention")]  # every variant, a new one included
 # fp16: exact under the interpreter and on GPU alike (bf16 tl.dot is a declared interpreter gap).
 DTYPE = torch.float16
 
