@@ -69,6 +69,7 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
             "int8_matmul.*",
             "conv2d.implicit_gemm",
             "conv2d.fused",
+            "conv2d.splitk",
             "attention.*",
             "windowed_rope_attention.*",
         ),

@@ -1,6 +1,7 @@
 """conv2d beyond the generated cases (square stride/dilation, "same" padding, bias only with ReLU): unequal
 (height, width) arguments, bias or ReLU alone, odd strides, gradients for a subset of inputs, out= in
-channels-last, the ReLU's side at its kink, the deterministic split wgrad, and the inputs it refuses."""
+channels-last, the ReLU's side at its kink, the deterministic split wgrad, splitk's choice of SPLIT_K, and the inputs
+it refuses."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from kernels import backend, dispatch, memory, spec
 from kernels.errors import KernelInputError, UnsupportedError
 from kernels.ops.conv2d import reference
 from kernels.tolerance import check_close
+from variants.conv2d import splitk
 from variants.conv2d._common import geometry, wgrad_splits
 
 DEV = backend.device()
@@ -58,20 +60,20 @@ def _check(inputs, variant, grads=("x", "weight", "bias"), *, seed=1):
             assert inputs[name].grad is None
 
 
-@pytest.mark.parametrize("variant", ["naive", "implicit_gemm", "fused"])
+@pytest.mark.parametrize("variant", ["naive", "implicit_gemm", "fused", "splitk"])
 def test_conv2d_unequal_height_and_width_arguments(variant) -> None:
     # stride (2, 1), padding (0, 2), dilation (1, 3) on a 3 x 2 kernel: a mix-up of height and width shows.
     inputs = _inputs(2, 3, 9, 8, 5, 3, 2, stride=(2, 1), padding=(0, 2), dilation=(1, 3), cl=variant != "naive")
     _check(inputs, variant)
 
 
-@pytest.mark.parametrize("variant", ["naive", "fused"])
+@pytest.mark.parametrize("variant", ["naive", "fused", "splitk"])
 @pytest.mark.parametrize(("bias", "relu"), [(True, False), (False, True)], ids=["bias-only", "relu-only"])
 def test_conv2d_bias_or_relu_alone(variant, bias, relu) -> None:
     _check(_inputs(1, 4, 6, 7, 3, 3, 3, bias=bias, relu=relu, padding=1, seed=2), variant)
 
 
-@pytest.mark.parametrize("variant", ["implicit_gemm", "fused"])
+@pytest.mark.parametrize("variant", ["implicit_gemm", "fused", "splitk"])
 def test_conv2d_stride_three_without_padding_skips_rows(variant) -> None:
     # With stride 3 and a 2 x 2 kernel, some input rows and columns reach no output: their dx is exactly 0.
     _check(_inputs(1, 2, 8, 7, 3, 2, 2, stride=3, seed=3), variant)
@@ -130,6 +132,43 @@ def test_conv2d_split_wgrad_is_deterministic() -> None:
         assert torch.equal(a.view(torch.int16), b.view(torch.int16))
 
 
+@pytest.mark.skipif(not backend.interpreting(), reason="the interpreter's fixed split; a GPU's depends on its SMs")
+def test_conv2d_splitk_cpu_shapes_take_both_paths() -> None:
+    # The generated cases test splitk at the op's CPU shapes: the 3x3 ones must cut their 9 reduction steps into a
+    # ragged pair of slices (5 + 4), summed by the second kernel, and the 1x1 one (1 step) take the no-split path.
+    steps_and_splits = []
+    for shape in SPEC.cpu_shapes:
+        i = SPEC.make_inputs(shape, DTYPE, DEV, torch.Generator().manual_seed(0), "nhwc")
+        g = geometry(i["x"], i["weight"], i["stride"], i["padding"], i["dilation"])
+        steps_and_splits.append((g.R * g.S * -(-g.C // 16), splitk._plan(g, splitk.INTERPRETER_CONFIG.kwargs, 0)))
+    assert steps_and_splits == [(9, 2), (1, 1), (9, 2)]
+
+
+def test_conv2d_splitk_choice_of_split(monkeypatch) -> None:
+    # On a GPU the split weighs waves against slices. ResNet's 7x7 layer at batch 32 on 132 SMs: 52 tiles of
+    # 128 x 128 over 72 steps take 2 slices (104 programs in one wave), not the 3 that would first fill the SMs
+    # (156 programs: a second wave of 24); 264 tiles, two full waves, need no split; slices keep at least
+    # MIN_STEPS_PER_SPLIT steps; a split never leaves an empty slice.
+    monkeypatch.setattr(backend, "interpreting", lambda: False)
+    assert splitk._split_k(tiles=52, steps=72, sms=132) == 2
+    assert splitk._split_k(tiles=264, steps=72, sms=132) == 1
+    assert splitk._split_k(tiles=1, steps=9, sms=132) == 2
+    assert splitk._split_k(tiles=1, steps=3, sms=132) == 1
+    for tiles in (1, 7, 52, 131, 1000):
+        for steps in (1, 5, 9, 18, 72, 200):
+            split = splitk._split_k(tiles, steps, 132)
+            assert 1 <= split <= splitk.MAX_SPLIT_K
+            assert (split - 1) * -(-steps // split) < steps, "the last slice is empty"
+
+
+def test_conv2d_splitk_is_deterministic_across_slices() -> None:
+    # 40 channels in blocks of 16 under the interpreter: 3 x 3 taps x 3 blocks = 27 steps, slices of 14 and 13.
+    inputs = _inputs(2, 40, 6, 6, 20, 3, 3, bias=True, relu=True, padding=1, seed=10)
+    first, second = (kernels.conv2d(**inputs, variant="splitk") for _ in range(2))
+    assert torch.equal(first.view(torch.int16), second.view(torch.int16))
+    check_close(first, reference(**spec.upcast(inputs), out=first), SPEC.tolerance(DTYPE))
+
+
 def test_conv2d_empty_batch() -> None:
     inputs = _inputs(0, 3, 5, 5, 2, 3, 3, bias=True, padding=1)
     y = kernels.conv2d(**inputs)
@@ -137,7 +176,9 @@ def test_conv2d_empty_batch() -> None:
 
 
 def test_conv2d_implicit_gemm_has_no_epilogue() -> None:
-    with pytest.raises(UnsupportedError, match="does not take 'epilogue' inputs; variants that do: naive, fused"):
+    with pytest.raises(
+        UnsupportedError, match="does not take 'epilogue' inputs; variants that do: naive, fused, splitk"
+    ):
         kernels.conv2d(**_inputs(1, 2, 4, 4, 2, 1, 1, bias=True), variant="implicit_gemm")
 
 

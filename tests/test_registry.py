@@ -39,7 +39,7 @@ def test_expected_variants_are_registered() -> None:
         "lora_linear.fused",
         *(f"int8_matmul.{n}" for n in ("naive", "splitk", "autotuned")),
         *(f"{op}.{n}" for op in ("quantize", "dequantize", "nf4_dequantize") for n in ("naive", "fused")),
-        *(f"conv2d.{n}" for n in ("naive", "implicit_gemm", "fused")),
+        *(f"conv2d.{n}" for n in ("naive", "implicit_gemm", "fused", "splitk")),
         *(f"attention.{n}" for n in ("naive", "flash", "flash_autotuned", "fp8")),
         "windowed_rope_attention.naive",
         "windowed_rope_attention.fused",

@@ -1,5 +1,6 @@
-"""Pieces the conv2d variants share: the geometry of a call, layout-keeping scratch, and the implicit-GEMM backward
-(dgrad, and a deterministic split wgrad with dbias) that implicit_gemm and fused use.
+"""Pieces the conv2d variants share: the geometry of a call, layout-keeping scratch, fused's forward tile loop and
+epilogue (which splitk runs too), and the implicit-GEMM backward (dgrad, and a deterministic split wgrad with dbias)
+that implicit_gemm, fused and splitk use.
 
 An underscore module: it registers nothing.
 """
@@ -56,6 +57,76 @@ def empty_like_layout(t: torch.Tensor, dtype: torch.dtype | None = None) -> torc
     with NaN under the correctness suite like every ``memory.empty`` buffer."""
     out = torch.empty_like(t, dtype=dtype or t.dtype, memory_format=torch.preserve_format)
     return memory.poison_(out) if memory.poisoning() else out
+
+
+@triton.jit
+def tile_partial_sum(
+    x_ptr, w_ptr, rows, cols, first_step, end_step, N, C, H, W, K, P, Q,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s_xn, s_xc, s_xh, s_xw, s_wk, s_wc, s_wr, s_ws,
+    S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """The fp32 [BLOCK_M output pixels, BLOCK_N output channels] tile of the implicit GEMM [N*P*Q, C*R*S] x
+    [C*R*S, K], summed over reduction steps first_step .. end_step - 1 of R * S * cdiv(C, BLOCK_K): step `it` is
+    tap it // cdiv(C, BLOCK_K) (r, s in row-major order) and the BLOCK_K channels from (it % cdiv(C, BLOCK_K)) *
+    BLOCK_K. fused sums every step; splitk sums one slice of them per program."""
+    # A tap's input coordinates are computed once per row, not per element, and on channels-last x each A row is
+    # BLOCK_K consecutive channels of one pixel.
+    q = rows % Q
+    p = (rows // Q) % P
+    n = rows // (Q * P)
+    row_ok = rows < N * P * Q
+    col_ok = cols < K
+    h0 = p * stride_h - pad_h
+    w0 = q * stride_w - pad_w
+    x_rows = x_ptr + n * s_xn
+    w_cols = w_ptr + cols * s_wk
+    c_steps = tl.cdiv(C, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # One flat loop over (tap, channel block), so Triton pipelines the whole reduction: a loop over channels nested
+    # in loops over taps would pipeline only C / BLOCK_K steps (one for a 64-channel layer).
+    for it in range(first_step, end_step):
+        rs = it // c_steps
+        c0 = (it % c_steps) * BLOCK_K
+        r = rs // S
+        s = rs % S
+        h = h0 + r * dil_h
+        w = w0 + s * dil_w
+        pix_ok = row_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        # Channels past C load as zeros, so C need not divide by BLOCK_K.
+        cs = c0 + tl.arange(0, BLOCK_K)
+        c_ok = cs < C
+        a = tl.load(
+            (x_rows + h * s_xh + w * s_xw)[:, None] + cs[None, :] * s_xc,
+            mask=pix_ok[:, None] & c_ok[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            (w_cols + r * s_wr + s * s_ws)[None, :] + cs[:, None] * s_wc,
+            mask=c_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+@triton.jit
+def store_output_tile(
+    out_ptr, bias_ptr, acc, rows, cols, N, K, P, Q, s_on, s_ok, s_op, s_oq,
+    HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
+):  # fmt: skip
+    """The epilogue of an fp32 [output pixels, output channels] tile: the bias, then the ReLU, rounded once at the
+    store, in out's own strides (channels-last for channels-last x)."""
+    q = rows % Q
+    p = (rows // Q) % P
+    n = rows // (Q * P)
+    row_ok = rows < N * P * Q
+    col_ok = cols < K
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    offs = n[:, None] * s_on + cols[None, :] * s_ok + p[:, None] * s_op + q[:, None] * s_oq
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit

@@ -6,7 +6,8 @@ coordinates are computed once per row, not per element, and on channels-last x e
 channels of one pixel. The single loop lets Triton pipeline the whole reduction (a loop over channels nested in
 loops over taps would pipeline only C / BLOCK_K steps: one for a 64-channel layer). Channels past C load as zeros,
 so C need not divide by BLOCK_K (at a cost in the 3-channel stem). The fp32 accumulator gets the bias, then the
-ReLU, and is rounded once at the store, in out's own strides (channels-last for channels-last x)."""
+ReLU, and is rounded once at the store, in out's own strides (channels-last for channels-last x). The tile loop and
+the epilogue are _common's tile_partial_sum and store_output_tile, which splitk shares."""
 
 import triton
 import triton.language as tl
@@ -15,7 +16,7 @@ from kernels import backend
 from kernels.dtypes import FLOATS
 from kernels.registry import register
 from kernels.tuning import autotune
-from variants.conv2d._common import geometry, implicit_gemm_backward
+from variants.conv2d._common import geometry, implicit_gemm_backward, store_output_tile, tile_partial_sum
 from variants.matmul._common import grouped_grid, grouped_tile
 
 
@@ -65,50 +66,18 @@ def _fused_kernel(
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, K, BLOCK_M, BLOCK_N, GROUP_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    q = rows % Q
-    p = (rows // Q) % P
-    n = rows // (Q * P)
-    row_ok = rows < M
-    col_ok = cols < K
-    h0 = p * stride_h - pad_h
-    w0 = q * stride_w - pad_w
-    x_rows = x_ptr + n * s_xn
-    w_cols = w_ptr + cols * s_wk
-    c_steps = tl.cdiv(C, BLOCK_K)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for it in range(0, R * S * c_steps):
-        rs = it // c_steps
-        c0 = (it % c_steps) * BLOCK_K
-        r = rs // S
-        s = rs % S
-        h = h0 + r * dil_h
-        w = w0 + s * dil_w
-        pix_ok = row_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-        cs = c0 + tl.arange(0, BLOCK_K)
-        c_ok = cs < C
-        a = tl.load(
-            (x_rows + h * s_xh + w * s_xw)[:, None] + cs[None, :] * s_xc,
-            mask=pix_ok[:, None] & c_ok[None, :],
-            other=0.0,
-        )
-        b = tl.load(
-            (w_cols + r * s_wr + s * s_ws)[None, :] + cs[:, None] * s_wc,
-            mask=c_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
-        acc = tl.dot(a, b, acc)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
-    offs = n[:, None] * s_on + cols[None, :] * s_ok + p[:, None] * s_op + q[:, None] * s_oq
-    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+    acc = tile_partial_sum(
+        x_ptr, w_ptr, rows, cols, 0, R * S * tl.cdiv(C, BLOCK_K), N, C, H, W, K, P, Q,
+        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s_xn, s_xc, s_xh, s_xw, s_wk, s_wc, s_wr, s_ws,
+        S, BLOCK_M, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+    store_output_tile(out_ptr, bias_ptr, acc, rows, cols, N, K, P, Q, s_on, s_ok, s_op, s_oq, HAS_BIAS, RELU)
 
 
 @register(
     op="conv2d",
     name="fused",
-    version="1.0.0",
+    version="1.0.1",
     dtypes=FLOATS,
     modes=("nhwc", "nchw", "epilogue"),
     backward=implicit_gemm_backward,
