@@ -64,7 +64,7 @@ def model(op_spec: spec.OpSpec, direction: str, inputs: spec.Inputs, out) -> tup
         bwd_bytes = op_spec.backward_bytes(inputs)
     else:
         grads = [inputs[n] for n in gradients.differentiable(op_spec, inputs)]
-        bwd_bytes = sum(spec.nbytes(o) for o in dispatch._as_tuple(out)) + 2 * sum(spec.nbytes(t) for t in grads)
+        bwd_bytes = sum(spec.nbytes(o) for o in dispatch.as_tuple(out)) + 2 * sum(spec.nbytes(t) for t in grads)
     if direction == "bwd":
         return bwd_bytes, bwd_flops
     both = op_spec.forward_backward_bytes(inputs) if op_spec.forward_backward_bytes else fwd[0] + bwd_bytes
@@ -79,7 +79,7 @@ def make_grad_out(op_spec: spec.OpSpec, out, shape, generator: torch.Generator, 
         torch.ones((), dtype=o.dtype, device=device)
         if o.dim() == 0
         else spec.randn(tuple(o.shape), o.dtype, device, generator, scale=op_spec.grad_scale(shape))
-        for o in dispatch._as_tuple(out)
+        for o in dispatch.as_tuple(out)
     )
     return grads if isinstance(out, tuple) else grads[0]
 
@@ -127,17 +127,15 @@ def _peer_call(fn: Callable, op_spec: spec.OpSpec, direction: str, inputs: spec.
         return lambda: fn(**inputs)
     leaves = {n: inputs[n].detach().requires_grad_() for n in gradients.differentiable(op_spec, inputs)}
     with_grad = inputs | leaves
-    grads = dispatch._as_tuple(grad_out)
+    grads = dispatch.as_tuple(grad_out)
     if direction == "bwd":
-        outs = dispatch._as_tuple(fn(**with_grad))
+        outs = dispatch.as_tuple(fn(**with_grad))
         return lambda: torch.autograd.grad(outs, tuple(leaves.values()), grads, retain_graph=True, allow_unused=True)
 
     # allow_unused: a peer may not read every differentiable input of the op (the SDPA peer of
     # windowed_rope_attention reads q1, k1 and v, not q2 and k2); it is timed for the gradients it does produce.
     def forward_backward():
-        return torch.autograd.grad(
-            dispatch._as_tuple(fn(**with_grad)), tuple(leaves.values()), grads, allow_unused=True
-        )
+        return torch.autograd.grad(dispatch.as_tuple(fn(**with_grad)), tuple(leaves.values()), grads, allow_unused=True)
 
     return forward_backward
 
@@ -190,7 +188,7 @@ def run(
     for shape in shapes or op_spec.gpu_shapes:
         generator = torch.Generator().manual_seed(0)
         inputs = op_spec.make_inputs(tuple(shape), dtype, device, generator, mode)
-        meta_out = op_spec.make_output(dispatch._meta(inputs))
+        meta_out = op_spec.make_output(dispatch.meta_inputs(inputs))
         nbytes, flops = model(op_spec, direction, inputs, meta_out)
         # One output gradient per shape, drawn after the inputs, for every variant and peer alike.
         grad_out = None if direction == "fwd" else make_grad_out(op_spec, meta_out, tuple(shape), generator, device)

@@ -287,7 +287,7 @@ def measure_op(op: str, run: Run, log: Callable[[str], None] = print) -> dict:
                 if grad_out is None:
                     # One output gradient per group, drawn after the inputs (which stay as the forward cases saw
                     # them), for every variant alike, as the bench command draws it.
-                    meta_out = op_spec.make_output(dispatch._meta(inputs))
+                    meta_out = op_spec.make_output(dispatch.meta_inputs(inputs))
                     grad_out = bench.make_grad_out(op_spec, meta_out, shape, generator, run.device)
                 result = _measure_backward(case, inputs, grad_out, run, log)
             results[case.direction][case.key] = result

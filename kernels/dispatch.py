@@ -50,7 +50,8 @@ def check_index_range(op: str, tensors: dict[str, torch.Tensor]) -> None:
             )
 
 
-def _as_tuple(out) -> tuple[torch.Tensor, ...]:
+def as_tuple(out) -> tuple[torch.Tensor, ...]:
+    """An op's outputs as a tuple, whether it has one output (a tensor) or several."""
     return out if isinstance(out, tuple) else (out,)
 
 
@@ -68,9 +69,9 @@ def _same_strides(o: torch.Tensor, e: torch.Tensor) -> bool:
 
 def check_out(op: str, out, expected, device: torch.device) -> None:
     """``out`` (a tensor, or a tuple for ops with several outputs) must match the expected outputs exactly."""
-    if isinstance(expected, tuple) != isinstance(out, tuple) or len(_as_tuple(out)) != len(_as_tuple(expected)):
-        raise KernelInputError(f"{op}: out must be {len(_as_tuple(expected))} tensor(s) like the op's outputs")
-    for i, (o, e) in enumerate(zip(_as_tuple(out), _as_tuple(expected), strict=True)):
+    if isinstance(expected, tuple) != isinstance(out, tuple) or len(as_tuple(out)) != len(as_tuple(expected)):
+        raise KernelInputError(f"{op}: out must be {len(as_tuple(expected))} tensor(s) like the op's outputs")
+    for i, (o, e) in enumerate(zip(as_tuple(out), as_tuple(expected), strict=True)):
         name = "out" if not isinstance(out, tuple) else f"out[{i}]"
         if not isinstance(o, torch.Tensor):
             raise KernelInputError(f"{op}: {name} must be a tensor, got {type(o).__name__}")
@@ -100,7 +101,7 @@ class _Autograd(torch.autograd.Function):
         result = call_forward(variant, inputs, out_box[0], stash)
         ctx.variant, ctx.names, ctx.options, ctx.stash = variant, names, options, stash
         ctx.multi = isinstance(result, tuple)
-        results = _as_tuple(result)
+        results = as_tuple(result)
         # Only what the backward reads stays alive until backward (Variant.backward_reads): a fused cross-entropy
         # that wrote its gradient in the forward pass need not also keep the logits. Of the rest, the metadata.
         reads = variant.backward_reads
@@ -149,7 +150,9 @@ class _Absent(NamedTuple):
         return torch.empty((), dtype=self.dtype, device=self.device).expand(self.shape)
 
 
-def _meta(inputs: spec.Inputs) -> spec.Inputs:
+def meta_inputs(inputs: spec.Inputs) -> spec.Inputs:
+    """``inputs`` with each tensor replaced by a meta tensor of its shape, strides and dtype: what an op spec's
+    ``make_output`` needs to describe the outputs without allocating them."""
     return {
         k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else v
         for k, v in inputs.items()
@@ -171,9 +174,9 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out=None):
     if reason:
         raise UnsupportedError(f"{op}: {reason}")
     # Size the outputs on the meta device first: an output too large to index is refused before it is allocated.
-    meta_out = op_spec.make_output(_meta(inputs))
+    meta_out = op_spec.make_output(meta_inputs(inputs))
     names = ["out"] if not isinstance(meta_out, tuple) else [f"out[{i}]" for i in range(len(meta_out))]
-    check_index_range(op, dict(zip(names, _as_tuple(meta_out), strict=True)))
+    check_index_range(op, dict(zip(names, as_tuple(meta_out), strict=True)))
     if out is not None:
         check_out(op, out, meta_out, device)
     else:
@@ -192,10 +195,10 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out=None):
         # autograd connected.
         extra = {"out": out} if op_spec.reference_needs_output else {}
         ref = op_spec.reference(**spec.upcast(inputs, keep_grad=True), **extra)
-        results = tuple(r.to(o.dtype) for r, o in zip(_as_tuple(ref), _as_tuple(out), strict=True))
+        results = tuple(r.to(o.dtype) for r, o in zip(as_tuple(ref), as_tuple(out), strict=True))
         if wants_grad:
             return _like(out, results)
-        return _like(out, tuple(o.copy_(r) for o, r in zip(_as_tuple(out), results, strict=True)))
+        return _like(out, tuple(o.copy_(r) for o, r in zip(as_tuple(out), results, strict=True)))
     reason = chosen.unsupported_shape(shape)
     if reason:
         raise UnsupportedError(f"{op}: {reason}")
@@ -213,6 +216,6 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out=None):
 def allocate_poisoned(op: str, inputs: spec.Inputs):
     """Outputs for ``inputs`` filled with NaN, for the correctness suite."""
     out = spec.get(op).make_output(inputs)
-    for o in _as_tuple(out):
+    for o in as_tuple(out):
         memory.poison_(o)
     return out
