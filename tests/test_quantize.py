@@ -142,32 +142,41 @@ def test_quantize_saturates_at_the_format_max(variant, mode) -> None:
 
 
 @triton.jit
-def _encode_kernel(v_ptr, code_ptr, n, FORMAT: tl.constexpr, BLOCK: tl.constexpr):
+def _encode_kernel(v_ptr, code_ptr, n, FORMAT: tl.constexpr, HW_FP8: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(code_ptr + i, _codec.encode(tl.load(v_ptr + i, mask=i < n), FORMAT), mask=i < n)
+    tl.store(code_ptr + i, _codec.encode(tl.load(v_ptr + i, mask=i < n), FORMAT, HW_FP8), mask=i < n)
 
 
 @triton.jit
-def _decode_kernel(code_ptr, v_ptr, n, FORMAT: tl.constexpr, BLOCK: tl.constexpr):
+def _decode_kernel(code_ptr, v_ptr, n, FORMAT: tl.constexpr, HW_FP8: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(v_ptr + i, _codec.decode(tl.load(code_ptr + i, mask=i < n).to(tl.int32), FORMAT), mask=i < n)
+    tl.store(v_ptr + i, _codec.decode(tl.load(code_ptr + i, mask=i < n).to(tl.int32), FORMAT, HW_FP8), mask=i < n)
 
 
+# The software codec everywhere; the GPU's own conversions too where the variants take them (sm_90 and later).
+CODECS = ["software", *(["hardware"] if _codec.hw_fp8(DEV) else [])]
+
+
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("fmt", FP8)
-def test_quantize_fp8_codec_on_every_value_and_midpoint(fmt) -> None:
+def test_quantize_fp8_codec_on_every_value_and_midpoint(fmt, codec) -> None:
     """The encoder on every finite fp8 value, every midpoint between neighbours and the fp32 numbers on either side
-    of it, and values past the range, against the float64 reference rounding and against torch's cast of the
-    saturated value; the decoder on all 256 bytes against torch's upcast."""
+    of it, values past the range, +-inf, NaNs of either sign, signed zeros and fp32 subnormals, against the float64
+    reference rounding and against torch's cast of the saturated value; the decoder on all 256 bytes against torch's
+    upcast."""
     dtype = _quant.FORMATS[fmt]
     every = torch.arange(256, dtype=torch.int32).to(torch.uint8)
     values = every.view(dtype).float()
     finite = values[torch.isfinite(values)].unique()
     mid = (finite[1:] + finite[:-1]) / 2
-    beyond = torch.tensor([1e30, -1e30, 1e6, 500.0, 470.0, 61000.0, -70000.0, 1e-30, -1e-30, float("nan")])
+    nan, inf, tiny = float("nan"), float("inf"), 2.0**-149
+    beyond = torch.tensor(
+        [1e30, -1e30, 1e6, 500.0, 470.0, 61000.0, -70000.0, 1e-30, -1e-30, nan, -nan, inf, -inf, 0.0, -0.0, tiny, -tiny]
+    )
     v = torch.cat([finite, mid, torch.nextafter(mid, mid + 1), torch.nextafter(mid, mid - 1), beyond])
     code = torch.empty(v.shape, dtype=torch.int32, device=DEV)
-    fmt_code = _codec.FORMAT_CODE[fmt]
-    _encode_kernel[(triton.cdiv(v.numel(), 256),)](v.to(DEV), code, v.numel(), FORMAT=fmt_code, BLOCK=256)
+    fmt_code, hw = _codec.FORMAT_CODE[fmt], codec == "hardware"
+    _encode_kernel[(triton.cdiv(v.numel(), 256),)](v.to(DEV), code, v.numel(), FORMAT=fmt_code, HW_FP8=hw, BLOCK=256)
     got = code.cpu().to(torch.uint8)
     want = _quant.round_fp8(v.double(), fmt).to(dtype).view(torch.uint8)
     want = torch.where(torch.isnan(v), torch.full_like(want, 0x7F), want)
@@ -176,7 +185,7 @@ def test_quantize_fp8_codec_on_every_value_and_midpoint(fmt) -> None:
     assert torch.equal(got[~torch.isnan(v)], saturated[~torch.isnan(v)]), f"{fmt}: codes differ from torch's cast"
 
     decoded = torch.empty(256, dtype=torch.float32, device=DEV)
-    _decode_kernel[(1,)](every.to(DEV), decoded, 256, FORMAT=fmt_code, BLOCK=256)
+    _decode_kernel[(1,)](every.to(DEV), decoded, 256, FORMAT=fmt_code, HW_FP8=hw, BLOCK=256)
     decoded = decoded.cpu()
     same = (decoded == values) & (torch.signbit(decoded) == torch.signbit(values))
     assert torch.all(same | (torch.isnan(decoded) & torch.isnan(values))), f"{fmt}: decoded values differ from torch"

@@ -27,7 +27,7 @@ MAX_TILE_COLS = 16384
 @triton.jit
 def _row_kernel(
     x_ptr, q_ptr, scale_ptr, stride_xr, stride_qr, n_cols,
-    FORMAT: tl.constexpr, BLOCK_COLS: tl.constexpr, ONE_TILE: tl.constexpr,
+    FORMAT: tl.constexpr, HW_FP8: tl.constexpr, BLOCK_COLS: tl.constexpr, ONE_TILE: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0)
     x_row = x_ptr + row.to(tl.int64) * stride_xr
@@ -38,7 +38,7 @@ def _row_kernel(
         x = tl.load(x_row + cols, mask=mask, other=0.0)
         scale = _codec.scale_of(tl.max(_codec.abs_bits(x), axis=0), FORMAT)
         tl.store(scale_ptr + row, scale)
-        code = _codec.encode(x.to(tl.float32) * _codec.inverse(scale), FORMAT)
+        code = _codec.encode(x.to(tl.float32) * _codec.inverse(scale), FORMAT, HW_FP8)
         tl.store(q_row + cols, code.to(q_ptr.dtype.element_ty), mask=mask)
     else:
         acc = tl.zeros([BLOCK_COLS], dtype=tl.int32)
@@ -51,7 +51,7 @@ def _row_kernel(
         for start in range(0, n_cols, BLOCK_COLS):
             mask = start + cols < n_cols
             x = tl.load(x_row + start + cols, mask=mask, other=0.0)
-            code = _codec.encode(x.to(tl.float32) * inv_scale, FORMAT)
+            code = _codec.encode(x.to(tl.float32) * inv_scale, FORMAT, HW_FP8)
             tl.store(q_row + start + cols, code.to(q_ptr.dtype.element_ty), mask=mask)
 
 
@@ -79,7 +79,8 @@ def _tensor_absmax_kernel(
 @triton.jit
 def _tile_kernel(
     x_ptr, absmax_ptr, q_ptr, scale_ptr, stride_xr, stride_qr, n_rows, n_cols,
-    FORMAT: tl.constexpr, GRANULARITY: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+    FORMAT: tl.constexpr, GRANULARITY: tl.constexpr, HW_FP8: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+    BLOCK_COLS: tl.constexpr,
 ):  # fmt: skip
     pid_r = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -98,16 +99,17 @@ def _tile_kernel(
         if (pid_r == 0) & (pid_c == 0):
             tl.store(scale_ptr, scale)
         inv_scale = _codec.inverse(scale)
-    code = _codec.encode(x.to(tl.float32) * inv_scale, FORMAT)
+    code = _codec.encode(x.to(tl.float32) * inv_scale, FORMAT, HW_FP8)
     tl.store(q_ptr + rows[:, None].to(tl.int64) * stride_qr + cols[None, :], code.to(q_ptr.dtype.element_ty), mask=mask)
 
 
-@register(op="quantize", name="fused", version="1.0.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
+@register(op="quantize", name="fused", version="1.1.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
 def quantize_fused(x, qdtype, granularity, *, out):
     """One pass per row (row scales) or per 1 x 128 block tile; tensor scales take an atomic-max pass first."""
     q, scale = out
     rows, cols = x.shape
     fmt = _codec.FORMAT_CODE[_quant.FORMAT_OF[qdtype]]
+    hw_fp8 = _codec.hw_fp8(x.device)
     if granularity == "row":
         one_tile = cols <= MAX_TILE_COLS
         block_cols = triton.next_power_of_2(cols) if one_tile else 4096
@@ -115,7 +117,7 @@ def quantize_fused(x, qdtype, granularity, *, out):
         warps = max(1, min(16, block_cols // 512))
         _row_kernel[(rows,)](
             x, code_view(q), scale, x.stride(0), q.stride(0), cols,
-            FORMAT=fmt, BLOCK_COLS=block_cols, ONE_TILE=one_tile, num_warps=warps,
+            FORMAT=fmt, HW_FP8=hw_fp8, BLOCK_COLS=block_cols, ONE_TILE=one_tile, num_warps=warps,
         )  # fmt: skip
         return q, scale
     granularity_code = _codec.GRANULARITY_CODE[granularity]
@@ -128,6 +130,6 @@ def quantize_fused(x, qdtype, granularity, *, out):
         )
     _tile_kernel[lambda meta: _codec.tile_grid(meta, rows, cols)](
         x, absmax, code_view(q), scale, x.stride(0), q.stride(0), rows, cols,
-        FORMAT=fmt, GRANULARITY=granularity_code,
+        FORMAT=fmt, GRANULARITY=granularity_code, HW_FP8=hw_fp8,
     )  # fmt: skip
     return q, scale

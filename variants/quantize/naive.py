@@ -42,7 +42,7 @@ def _reduce_absmax_kernel(absmax_ptr, n, BLOCK: tl.constexpr):
 @triton.jit
 def _scale_convert_kernel(
     x_ptr, absmax_ptr, q_ptr, scale_ptr, stride_xr, stride_qr, group_len, groups_per_row,
-    FORMAT: tl.constexpr, TENSOR_SCALE: tl.constexpr, BLOCK_COLS: tl.constexpr,
+    FORMAT: tl.constexpr, TENSOR_SCALE: tl.constexpr, HW_FP8: tl.constexpr, BLOCK_COLS: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0)
     group = tl.program_id(1)
@@ -61,7 +61,7 @@ def _scale_convert_kernel(
     for start in range(0, group_len, BLOCK_COLS):
         mask = start + offsets < group_len
         x = tl.load(x_group + start + offsets, mask=mask, other=0.0)
-        code = _codec.encode(x.to(tl.float32) * inv_scale, FORMAT)
+        code = _codec.encode(x.to(tl.float32) * inv_scale, FORMAT, HW_FP8)
         tl.store(q_group + start + offsets, code.to(q_ptr.dtype.element_ty), mask=mask)
 
 
@@ -70,7 +70,7 @@ def code_view(q: torch.Tensor) -> torch.Tensor:
     return q if q.dtype == torch.int8 else q.view(torch.uint8)
 
 
-@register(op="quantize", name="naive", version="1.0.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
+@register(op="quantize", name="naive", version="1.1.0", dtypes=FLOATS, modes=_quant.MODES, no_backward=NO_BACKWARD)
 def quantize_naive(x, qdtype, granularity, *, out):
     """Two passes: a group-absmax kernel into scratch, then a scale-and-convert kernel; x is read twice."""
     q, scale = out
@@ -86,6 +86,7 @@ def quantize_naive(x, qdtype, granularity, *, out):
         _reduce_absmax_kernel[(1,)](absmax, rows, BLOCK=min(BLOCK_COLS, triton.next_power_of_2(rows)))
     _scale_convert_kernel[grid](
         x, absmax, code_view(q), scale, x.stride(0), q.stride(0), group_len, groups_per_row,
-        FORMAT=_codec.FORMAT_CODE[fmt], TENSOR_SCALE=granularity == "tensor", BLOCK_COLS=block_cols,
+        FORMAT=_codec.FORMAT_CODE[fmt], TENSOR_SCALE=granularity == "tensor", HW_FP8=_codec.hw_fp8(x.device),
+        BLOCK_COLS=block_cols,
     )  # fmt: skip
     return q, scale
