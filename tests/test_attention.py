@@ -1,6 +1,7 @@
 """attention beyond the generated cases: grouped-query heads, causal masks over odd and unequal lengths, the default
 and an explicit scale, strided [B, S, H, D] inputs, the memory flash saves over naive (GPU), flash_hopper's
-fallbacks (layouts TMA cannot address, a non-positive scale), the fp8 variant, and the inputs it refuses."""
+fallbacks (layouts TMA cannot address, a gradient among them; a non-positive scale) and its backward's hand-given
+configs, the fp8 variant, and the inputs it refuses."""
 
 from __future__ import annotations
 
@@ -150,9 +151,55 @@ def test_attention_flash_hopper_misaligned_out_and_nonpositive_scale() -> None:
     result = kernels.attention(**inputs, variant="flash_hopper", out=out)
     assert result.data_ptr() == out.data_ptr() and backing[0].isnan()
     check_close(out, ref, tol, what="flash_hopper into a misaligned out")
-    # The folded-scale softmax needs scale > 0: a negative or zero scale runs the pointer kernel, forward and backward.
+    # The folded-scale softmax needs scale > 0: a negative or zero scale runs the pointer kernel forward; the TMA
+    # backward takes no row maximum and runs as for any other scale.
     for scale in (-0.3, 0.0):
         _check(inputs | {"scale": scale}, "flash_hopper")
+
+
+@pytest.mark.skipif(bool(_HOPPER_GAP), reason=str(_HOPPER_GAP))
+def test_attention_flash_hopper_backward_grad_layouts_and_hand_configs() -> None:
+    from variants.attention import _flash_tma_bwd
+
+    B, Hq, Hkv, Sq, Sk, D = 1, 4, 2, 21, 13, 32
+    inputs = _inputs(B, Hq, Hkv, Sq, Sk, D, CAUSAL, seed=13)
+    ref_in = {n: (t.detach().double().requires_grad_() if torch.is_tensor(t) else t) for n, t in inputs.items()}
+    ref = reference(**ref_in)
+    tol = SPEC.tolerance(DTYPE)
+    gen = torch.Generator().manual_seed(14)
+    # Gradients TMA cannot address, so the backward copies them: the transpose of a [B, S, H, D] tensor (batch and
+    # head do not merge), and the stride-0 gradient a sum hands back.
+    grads = {
+        "transposed": spec.randn((B, Sq, Hq, D), DTYPE, DEV, gen).transpose(1, 2),
+        "expanded": torch.ones((), dtype=DTYPE, device=DEV).expand(B, Hq, Sq, D),
+    }
+    for what, grad in grads.items():
+        q, k, v = (inputs[n].detach().requires_grad_() for n in ("q", "k", "v"))
+        with memory.poisoned():
+            out = kernels.attention(q, k, v, causal=True, scale=inputs["scale"], variant="flash_hopper")
+            out.backward(grad)
+        want = torch.autograd.grad(ref, (ref_in["q"], ref_in["k"], ref_in["v"]), grad.double(), retain_graph=True)
+        for name, got, wanted in zip("qkv", (q.grad, k.grad, v.grad), want, strict=True):
+            check_close(got, wanted, tol, what=f"flash_hopper d{name}, {what} grad_out")
+
+    # The hand-launch path a GPU sweep takes: each pass with a config given explicitly, any tiles that keep the
+    # causal diagonal on whole steps.
+    stash = {}
+    out = kernels.registry.get("attention", "flash_hopper").forward(
+        *(inputs[n] for n in ("q", "k", "v", "causal", "scale")), out=torch.empty_like(inputs["q"]), stash=stash
+    )
+    grad = grads["transposed"]
+    want = torch.autograd.grad(ref, (ref_in["q"], ref_in["k"], ref_in["v"]), grad.double(), retain_graph=True)
+    given = inputs | {"stash": stash}
+    for dkdv, dq in (((16, 32, 4, 1), (32, 16, 4, 1)), ((32, 32, 4, 2), (16, 16, 4, 2))):
+        with memory.poisoned():
+            got = _flash_tma_bwd.flash_tma_backward(given, out, grad, dkdv=dkdv, dq=dq)
+        for name, wanted in zip("qkv", want, strict=True):
+            check_close(got[name], wanted, tol, what=f"flash_hopper d{name} with dkdv {dkdv}, dq {dq}")
+    with pytest.raises(ValueError, match="BLOCK_N1 32 must be a multiple of BLOCK_M1 64"):
+        _flash_tma_bwd.flash_tma_backward(given, out, grad, dkdv=(64, 32, 4, 1), dq=(32, 16, 4, 1))
+    with pytest.raises(ValueError, match="BLOCK_M2 16 must be a multiple of BLOCK_N2 32"):
+        _flash_tma_bwd.flash_tma_backward(given, out, grad, dkdv=(16, 32, 4, 1), dq=(16, 32, 4, 1))
 
 
 # -- fp8 ------------------------------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ def _kernel_name(tuner) -> str:
 
 
 def _config_id(config) -> str:
-    blocks = [f"{k.removeprefix('BLOCK_')}{v}" for k, v in config.kwargs.items() if k.startswith("BLOCK")]
+    # BLOCK_M1=64 reads M1_64, not M164.
+    names = {k: k.removeprefix("BLOCK_") for k in config.kwargs if k.startswith("BLOCK")}
+    blocks = [f"{n}{'_' if n[-1].isdigit() else ''}{config.kwargs[k]}" for k, n in names.items()]
     return "-".join([*blocks, f"w{config.num_warps}", f"s{config.num_stages}"])
 
 

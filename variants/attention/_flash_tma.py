@@ -17,7 +17,8 @@ over the whole score tile and then a subtraction. That needs qk_scale > 0 (a neg
 into the minimum, and -inf * 0 is NaN); launch_forward sends a scale <= 0 to _flash.py's pointer kernel.
 
 The kernel stores the same base-2 logsumexp as _flash.flash_forward_kernel ([B * Hq, Sq] fp32), so flash's
-backward runs on it unchanged.
+backward runs on it unchanged, and so does flash_hopper's own (_flash_tma_bwd.py), which reuses the descriptors
+built here.
 
 TMA asks for a 16-byte aligned base, 16-byte aligned strides and a contiguous last dimension. A tensor whose
 (batch, head) dimensions cannot be merged into one or that breaks those rules (a [B, S, H, D] tensor read through
