@@ -98,18 +98,17 @@ def unmet_interpreter_pins(triton_version: str | None = None) -> list[str]:
     such gap is then a strict expected failure of those tests (tests/conftest.py), with the reason declared once,
     in the matrix."""
     import importlib.metadata
-    import runpy
-    from pathlib import Path
 
     from packaging.requirements import Requirement
+
+    from kernels.triton_matrix import VERSIONS
 
     if triton_version is None:
         import triton
 
         triton_version = triton.__version__
-    matrix = runpy.run_path(str(Path(__file__).with_name("triton_matrix.py")))["VERSIONS"]
     unmet = []
-    for text, why in matrix.get(triton_version.split("+")[0], {}).items():
+    for text, why in VERSIONS.get(triton_version.split("+")[0], {}).items():
         requirement = Requirement(text)
         try:
             installed = importlib.metadata.version(requirement.name)

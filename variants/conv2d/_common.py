@@ -60,6 +60,16 @@ def empty_like_layout(t: torch.Tensor, dtype: torch.dtype | None = None) -> torc
 
 
 @triton.jit
+def output_pixels(rows, cols, N, K, P, Q):
+    """``(n, p, q, row_ok, col_ok)``: the image and output position of each GEMM row (an output pixel, q fastest)
+    and which rows and output-channel columns exist."""
+    q = rows % Q
+    p = (rows // Q) % P
+    n = rows // (Q * P)
+    return n, p, q, rows < N * P * Q, cols < K
+
+
+@triton.jit
 def tile_partial_sum(
     x_ptr, w_ptr, rows, cols, first_step, end_step, N, C, H, W, K, P, Q,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s_xn, s_xc, s_xh, s_xw, s_wk, s_wc, s_wr, s_ws,
@@ -71,11 +81,7 @@ def tile_partial_sum(
     BLOCK_K. fused sums every step; splitk sums one slice of them per program."""
     # A tap's input coordinates are computed once per row, not per element, and on channels-last x each A row is
     # BLOCK_K consecutive channels of one pixel.
-    q = rows % Q
-    p = (rows // Q) % P
-    n = rows // (Q * P)
-    row_ok = rows < N * P * Q
-    col_ok = cols < K
+    n, p, q, row_ok, col_ok = output_pixels(rows, cols, N, K, P, Q)
     h0 = p * stride_h - pad_h
     w0 = q * stride_w - pad_w
     x_rows = x_ptr + n * s_xn
@@ -116,11 +122,7 @@ def store_output_tile(
 ):  # fmt: skip
     """The epilogue of an fp32 [output pixels, output channels] tile: the bias, then the ReLU, rounded once at the
     store, in out's own strides (channels-last for channels-last x)."""
-    q = rows % Q
-    p = (rows // Q) % P
-    n = rows // (Q * P)
-    row_ok = rows < N * P * Q
-    col_ok = cols < K
+    n, p, q, row_ok, col_ok = output_pixels(rows, cols, N, K, P, Q)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     if RELU:

@@ -15,18 +15,13 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import backend, memory
+from kernels import memory
 from kernels.dtypes import FLOATS
 from kernels.registry import register
 from kernels.tuning import autotune
 from variants.lora_linear._common import dot_split_lhs, lora_backward, lowrank, rank_block
-from variants.lora_linear.fused import CONFIGS, MAX_RANK, k_major
+from variants.lora_linear.fused import CONFIGS, MAX_RANK, _interpreter_keeps_one, k_major
 from variants.matmul._common import grouped_grid, grouped_tile, load_tile, store_tile
-
-
-def _interpreter_keeps_one(configs, named_args, **kwargs):
-    # Under the interpreter a config is run, not timed: one small config is enough to test the kernel's code.
-    return configs[-1:] if backend.interpreting() else configs
 
 
 @autotune(configs=CONFIGS, key=["M", "N", "K", "R"], prune_configs_by={"early_config_prune": _interpreter_keeps_one})
