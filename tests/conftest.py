@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# --shard K/N, and KERNELWATCH_JOURNAL: a record that survives a run cut short (each module says more).
+pytest_plugins = ["tests.shard", "tests.journal"]
+
 
 def _pin_worker_to_its_gpu() -> str | None:
     """In a multi-GPU run each xdist worker sees only its own GPU. CUDA_VISIBLE_DEVICES must be set before anything
