@@ -1,5 +1,7 @@
-"""nf4_dequantize, fused: one pass, each code looked up in a 16-entry fp32 table in global memory (64 bytes, so
-every lookup of a warp hits one L1 line), scaled by its block's absmax.
+"""nf4_dequantize, fused: one pass, each code looked up in the 16-entry fp32 codebook, scaled by its block's absmax.
+The codebook is loaded once a program and indexed with tl.gather, which Triton serves from shared memory; a load
+from the table in global memory per value instead (through L1) ran about 4 points of copy bandwidth slower at every
+config on an H200 (best 87.1 and 89.4 % against 90.5 and 93.3 % at 45 M and 67 M values; triton 3.6).
 
 A program takes TILES tiles of BLOCKS NF4 blocks each. A tile is read as a flat run of BLOCKS * 32 packed bytes and
 one absmax per block (broadcast over its 32 bytes); each byte's high and low nibble index the table, the two values
@@ -68,10 +70,10 @@ def _load_tile(packed_ptr, absmax_ptr, n, tile, NF4_BLOCK: tl.constexpr, BLOCKS:
 
 
 @triton.jit
-def _store_tile(packed, absmax, first_byte, bytes_left, codebook_ptr, out_ptr, BYTES: tl.constexpr):
+def _store_tile(packed, absmax, first_byte, bytes_left, codebook, out_ptr, BYTES: tl.constexpr):
     # Masked-off bytes were loaded as 0: code 0, still inside the table, so the lookups need no mask.
-    high = tl.load(codebook_ptr + (packed >> 4)) * absmax
-    low = tl.load(codebook_ptr + (packed & 0xF)) * absmax
+    high = tl.gather(codebook, (packed >> 4).to(tl.int32), 0) * absmax
+    low = tl.gather(codebook, (packed & 0xF).to(tl.int32), 0) * absmax
     # Value order: byte i's high nibble (value 2i), then its low nibble (value 2i + 1).
     values = tl.interleave(high, low)
     offs = tl.arange(0, 2 * BYTES)
@@ -91,19 +93,20 @@ def _nf4_kernel(
     TILES: tl.constexpr,
 ):
     BYTES: tl.constexpr = BLOCKS * (NF4_BLOCK // 2)
+    codebook = tl.load(codebook_ptr + tl.arange(0, 16))
     tile = tl.program_id(0).to(tl.int64) * TILES
     packed, absmax, first_byte, bytes_left = _load_tile(packed_ptr, absmax_ptr, n, tile, NF4_BLOCK, BLOCKS)
     for t in tl.static_range(1, TILES):
         # Load tile t before storing tile t - 1, so the two loads overlap.
         next_tile = _load_tile(packed_ptr, absmax_ptr, n, tile + t, NF4_BLOCK, BLOCKS)
-        _store_tile(packed, absmax, first_byte, bytes_left, codebook_ptr, out_ptr, BYTES)
+        _store_tile(packed, absmax, first_byte, bytes_left, codebook, out_ptr, BYTES)
         packed, absmax, first_byte, bytes_left = next_tile
-    _store_tile(packed, absmax, first_byte, bytes_left, codebook_ptr, out_ptr, BYTES)
+    _store_tile(packed, absmax, first_byte, bytes_left, codebook, out_ptr, BYTES)
 
 
 @register(op="nf4_dequantize", name="fused", version="1.1.0", dtypes=FLOATS, no_backward=NO_BACKWARD)
 def nf4_dequantize_fused(packed, absmax, shape, dtype, *, out):
-    """One pass: each byte's two codes looked up in a 16-entry table, scaled by the block's absmax, interleaved."""
+    """One pass: each byte's two codes looked up in the codebook (held on chip), scaled by the block's absmax."""
     n = out.numel()
     _nf4_kernel[lambda meta: (triton.cdiv(triton.cdiv(n, NF4_BLOCK), meta["BLOCKS"] * meta["TILES"]),)](
         packed, absmax, _codebook(packed.device), out, n, NF4_BLOCK=NF4_BLOCK
