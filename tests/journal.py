@@ -25,11 +25,20 @@ from pathlib import Path
 import pytest
 
 ENV = "KERNELWATCH_JOURNAL"
+OWNER_ENV = "KERNELWATCH_JOURNAL_OWNER"
+"""The pid of the pytest process that writes the journal, set by it and inherited by every process it starts."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The first pytest process of the run owns the journal. Its xdist workers, and the pytest runs that some tests
+    # start in a subprocess (the scaffold, versioning and registry tests), inherit the owner's pid and stay silent:
+    # the workers' reports reach the owner anyway, and a child run's results are not the suite's.
+    if os.environ.get(ENV) and "PYTEST_XDIST_WORKER" not in os.environ:
+        os.environ.setdefault(OWNER_ENV, str(os.getpid()))
 
 
 def _path() -> Path | None:
-    # Only the controller (or a run without xdist) writes: the workers' reports reach it anyway.
-    if "PYTEST_XDIST_WORKER" in os.environ or not os.environ.get(ENV):
+    if not os.environ.get(ENV) or os.environ.get(OWNER_ENV) != str(os.getpid()):
         return None
     return Path(os.environ[ENV])
 

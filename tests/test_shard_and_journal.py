@@ -93,9 +93,11 @@ def test_the_journal_is_written_by_a_real_run_and_appended_to(tmp_path) -> None:
     path = tmp_path / "journal.jsonl"
     path.write_text('{"event": "finish", "exitstatus": 9, "t": 0}\n')  # an earlier run's record stays
     test = "tests/test_shard_and_journal.py::test_a_malformed_shard_is_a_usage_error"
+    # A run of its own: not one of this run's xdist workers, nor a child of a journalled run.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_XDIST_WORKER", journal.OWNER_ENV)}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, journal.ENV: str(path)},
+        cwd=ROOT, capture_output=True, text=True, env={**env, journal.ENV: str(path)},
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -103,3 +105,18 @@ def test_the_journal_is_written_by_a_real_run_and_appended_to(tmp_path) -> None:
     calls = [r for r in records if r["event"] == "report" and r["when"] == "call"]
     assert len(calls) == 6 and {r["outcome"] for r in calls} == {"passed"}
     assert len([r for r in records if r["event"] == "start"]) == 6
+
+
+def test_a_pytest_run_started_by_a_journalled_run_leaves_the_journal_alone(tmp_path) -> None:
+    # The scaffold, versioning and registry tests start pytest in a subprocess; in a GPU run their results had
+    # been counted as the suite's. A child inherits the owner's pid and writes nothing.
+    path = tmp_path / "journal.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
+    env.update({journal.ENV: str(path), journal.OWNER_ENV: str(os.getpid())})  # this process owns it
+    test = "tests/test_shard_and_journal.py::test_a_malformed_shard_is_a_usage_error"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        cwd=ROOT, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not path.exists()
