@@ -110,7 +110,12 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m tests.journal FILE", file=sys.stderr)
         return 2
-    print(summarize(Path(argv[0]).read_text(encoding="utf-8").splitlines()))
+    path = Path(argv[0])
+    if not path.is_file():
+        # The run ended before its first test (a failed install, no GPU): say so rather than fail with a traceback.
+        print(f"no journal at {path}: the run recorded no test")
+        return 1
+    print(summarize(path.read_text(encoding="utf-8").splitlines()))
     return 0
 
 

@@ -120,3 +120,8 @@ def test_a_pytest_run_started_by_a_journalled_run_leaves_the_journal_alone(tmp_p
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert not path.exists()
+
+
+def test_the_journal_summary_of_a_run_that_recorded_nothing_says_so(tmp_path, capsys) -> None:
+    assert journal.main([str(tmp_path / "never-written.jsonl")]) == 1
+    assert "recorded no test" in capsys.readouterr().out
