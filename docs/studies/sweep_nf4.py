@@ -9,10 +9,11 @@ exactly (torch.equal with the float64 reference rounded to fp32 then bf16, which
 
 Forms (all share 1.1.0's layout: flat 1-D tiles, 4 packed bytes and 8 values a thread for BLOCKS = 4 * warps, the
 next tile's loads issued before the current tile's store):
-  table_global  the registered kernel (variants/nf4_dequantize/fused.py), launched by hand: codebook from a
-                16-entry fp32 table in global memory (an L1-resident gather, tl.load(codebook_ptr + code))
-  table_shared  the table loaded once a program into registers, looked up with tl.gather (Triton puts it in shared
-                memory: 64 bytes, a barrier around each lookup)
+  table_global  codebook from a 16-entry fp32 table in global memory (an L1-resident gather,
+                tl.load(codebook_ptr + code)): the form 1.1.0 had before this sweep chose the next one
+  table_shared  the registered kernel (variants/nf4_dequantize/fused.py), launched by hand: the table loaded once a
+                program into registers, looked up with tl.gather (Triton puts it in shared memory: 64 bytes, a
+                barrier around each lookup)
   select        1.0.0's fifteen-select tree in registers, in the new layout (separates layout from lookup cost)
 and old_1.0.0 is a verbatim copy of the 1.0.0 kernel (its [BLOCKS, 32]-byte tile and select tree), over its configs.
 """
@@ -87,11 +88,12 @@ OLD_CONFIGS = [(16, 4), (32, 4), (64, 8), (128, 8)]  # (BLOCKS, warps), 1.0.0's 
 # -- the other lookup forms in 1.1.0's layout (the registered kernel's _load_tile is reused) ----------------------
 @triton.jit
 def _store_tile_form(
-    packed, absmax, first_byte, bytes_left, codebook, out_ptr, BYTES: tl.constexpr, FORM: tl.constexpr
+    packed, absmax, first_byte, bytes_left, codebook_ptr, out_ptr, BYTES: tl.constexpr, FORM: tl.constexpr
 ):
-    if FORM == "shared":
-        high = tl.gather(codebook, (packed >> 4).to(tl.int32), 0)
-        low = tl.gather(codebook, (packed & 0xF).to(tl.int32), 0)
+    if FORM == "global":
+        # Masked-off bytes were loaded as 0: code 0, still inside the table.
+        high = tl.load(codebook_ptr + (packed >> 4))
+        low = tl.load(codebook_ptr + (packed & 0xF))
     else:
         high = _nf4_value(packed >> 4)
         low = _nf4_value(packed & 0xF)
@@ -113,14 +115,13 @@ def _form_kernel(
     FORM: tl.constexpr,
 ):
     BYTES: tl.constexpr = BLOCKS * (NF4_BLOCK // 2)
-    codebook = tl.load(codebook_ptr + tl.arange(0, 16))
     tile = tl.program_id(0).to(tl.int64) * TILES
     packed, absmax, first_byte, bytes_left = fused._load_tile(packed_ptr, absmax_ptr, n, tile, NF4_BLOCK, BLOCKS)
     for t in tl.static_range(1, TILES):
         next_tile = fused._load_tile(packed_ptr, absmax_ptr, n, tile + t, NF4_BLOCK, BLOCKS)
-        _store_tile_form(packed, absmax, first_byte, bytes_left, codebook, out_ptr, BYTES, FORM)
+        _store_tile_form(packed, absmax, first_byte, bytes_left, codebook_ptr, out_ptr, BYTES, FORM)
         packed, absmax, first_byte, bytes_left = next_tile
-    _store_tile_form(packed, absmax, first_byte, bytes_left, codebook, out_ptr, BYTES, FORM)
+    _store_tile_form(packed, absmax, first_byte, bytes_left, codebook_ptr, out_ptr, BYTES, FORM)
 
 
 # (BLOCKS, TILES, warps): BLOCKS = 4 * warps is 8 bf16 values (one 16-byte store) a thread a tile.
@@ -130,13 +131,13 @@ FORMS = ["table_global", "table_shared", "select"]
 
 def _launch_form(form, blocks, tiles, warps, packed, absmax, codebook, out, n):
     grid = (triton.cdiv(triton.cdiv(n, NF4_BLOCK), blocks * tiles),)
-    if form == "table_global":
+    if form == "table_shared":
         # The registered kernel itself (its JITFunction, under the autotuner), with this config pinned.
         kernel = fused._nf4_kernel.fn
         return lambda: kernel[grid](
             packed, absmax, codebook, out, n, NF4_BLOCK=NF4_BLOCK, BLOCKS=blocks, TILES=tiles, num_warps=warps
         )
-    name = {"table_shared": "shared", "select": "select"}[form]
+    name = {"table_global": "global", "select": "select"}[form]
     return lambda: _form_kernel[grid](
         packed, absmax, codebook, out, n, NF4_BLOCK=NF4_BLOCK, BLOCKS=blocks, TILES=tiles, FORM=name, num_warps=warps
     )
