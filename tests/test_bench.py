@@ -17,6 +17,17 @@ def fake_timer(fn):
     return [2.0, 1.0, 3.0]  # median 2 ms
 
 
+def recorder():
+    """A timer that runs each call once and keeps what it returned, in call order; and that list."""
+    results = []
+
+    def timer(fn):
+        results.append(fn())
+        return [1.0]
+
+    return timer, results
+
+
 def no_copy_at_size(nbytes):
     """On a GPU bench.run times a same-size copy with the test's timer too; tests that record what the timer ran
     leave it out so that only the kernels are recorded."""
@@ -106,12 +117,7 @@ def test_a_peer_that_cannot_run_is_left_out_not_fatal(capsys) -> None:
 
 def test_backward_rows_time_the_gradient_and_count_its_bytes() -> None:
     shape = (7, 129)
-    results = []
-
-    def recording_timer(fn):
-        results.append(fn())
-        return [1.0]
-
+    recording_timer, results = recorder()
     rows = bench.run(
         "softmax",
         shapes=[shape],
@@ -140,12 +146,7 @@ def test_backward_rows_time_the_gradient_and_count_its_bytes() -> None:
 def test_backward_rows_compute_every_gradient() -> None:
     # conv2d's backward computes dx only for an x that requires grad, as autograd tells it in a training step; the
     # timed backward must be that full one, whose bytes the model counts.
-    results = []
-
-    def recording_timer(fn):
-        results.append(fn())
-        return [1.0]
-
+    recording_timer, results = recorder()
     rows = bench.run(
         "conv2d",
         variants=["naive"],
