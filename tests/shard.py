@@ -44,8 +44,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if text is None:
         return
     k, n = parse(text)
-    kept = [item for item in items if part_of(item.nodeid, n) == k]
-    config.hook.pytest_deselected(items=[item for item in items if part_of(item.nodeid, n) != k])
+    kept, others = [], []
+    for item in items:
+        (kept if part_of(item.nodeid, n) == k else others).append(item)
+    config.hook.pytest_deselected(items=others)
     items[:] = kept
 
 
