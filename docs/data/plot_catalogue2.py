@@ -19,9 +19,9 @@ def _rows(folder: Path, name: str) -> list[dict]:
     return json.loads((folder / name).read_text())["rows"]
 
 
-def _best(rows: list[dict], shape_tail, kind: str = "variant") -> dict:
-    chosen = [r for r in rows if r["kind"] == kind and (shape_tail is None or r["shape"][-1] == shape_tail)]
-    return min(chosen, key=lambda r: r["ms"])
+def _best(rows: list[dict], where=lambda row: True) -> dict:
+    """The fastest variant row (not a peer) among those ``where`` keeps."""
+    return min((r for r in rows if r["kind"] == "variant" and where(r)), key=lambda r: r["ms"])
 
 
 def _peer(rows: list[dict], name: str, shape=None) -> dict:
@@ -36,15 +36,15 @@ def measures(folder: Path, attention_fwd_ms: dict[str, tuple[float, float]]) -> 
     step = _rows(folder, "attention-fwdbwd-default-bf16.json")
     fp8 = _rows(folder, "attention-fwd-default-e4m3.json")
     for tail, mask in ((1, "none"), (2, "causal")):
-        ratio = _peer(step, "SDPA", [*_best(step, tail)["shape"]])["ms"] / _best(step, tail)["ms"]
+        best = _best(step, lambda r, tail=tail: r["shape"][-1] == tail)
+        ratio = _peer(step, "SDPA", best["shape"])["ms"] / best["ms"]
         out.append((f"attention fwd+bwd, {mask}: {ratio:.2f}× / 0.80", ratio / 0.80, None))
     for tail, mask in ((1, "none"), (2, "causal")):
-        ratio = attention_fwd_ms[mask][0] / _best(fp8, tail)["ms"]
+        ratio = attention_fwd_ms[mask][0] / _best(fp8, lambda r, tail=tail: r["shape"][-1] == tail)["ms"]
         out.append((f"fp8 attention, {mask}: {ratio:.2f}× bf16 / 1.3", ratio / 1.3, None))
     for op in ("quantize", "dequantize"):
         for path in sorted(folder.glob(f"{op}-fwd-*-bf16.json")):
-            rows = json.loads(path.read_text())["rows"]
-            best = _best(rows, None)
+            best = _best(_rows(folder, path.name))
             mode = path.name.split("-")[2]
             out.append((f"{op} {mode}: {best['pct_copy']:.0f} % / 95", best["pct_copy"] / 95,
                         best["pct_copy_at_size"] / 95))  # fmt: skip
@@ -53,18 +53,18 @@ def measures(folder: Path, attention_fwd_ms: dict[str, tuple[float, float]]) -> 
                     r["pct_copy_at_size"] / 95))  # fmt: skip
     int8 = _rows(folder, "int8_matmul-fwd-default-bf16.json")
     for m in (1, 16):
-        best = min((r for r in int8 if r["kind"] == "variant" and r["shape"][0] == m), key=lambda r: r["ms"])
+        best = _best(int8, lambda r, m=m: r["shape"][0] == m)
         out.append((f"int8_matmul M={m}: {best['pct_copy']:.0f} % / 85", best["pct_copy"] / 85,
                     best["pct_copy_at_size"] / 85))  # fmt: skip
     conv = _rows(folder, "conv2d-fwd-default-bf16.json")
     for shape in sorted({tuple(r["shape"]) for r in conv}, key=lambda s: (-s[3], s[1])):
-        rows = [r for r in conv if tuple(r["shape"]) == shape]
-        best = min((r for r in rows if r["kind"] == "variant"), key=lambda r: r["ms"])
-        ratio = _peer(rows, "cuDNN")["ms"] / best["ms"]
+        ratio = (
+            _peer(conv, "cuDNN", [*shape])["ms"] / _best(conv, lambda r, shape=shape: tuple(r["shape"]) == shape)["ms"]
+        )
         _, c, h, _, k, fh = shape[:6]
         out.append((f"conv2d {c}×{h}²→{k} {fh}×{fh}: {ratio:.2f}× / 0.8", ratio / 0.8, None))
     lora = _rows(folder, "lora_linear-fwd-default-bf16.json")
-    ratio = _peer(lora, "3x cuBLAS")["ms"] / _best(lora, None)["ms"]
+    ratio = _peer(lora, "3x cuBLAS")["ms"] / _best(lora)["ms"]
     out.append((f"lora_linear: {ratio:.2f}× / 1.2", ratio / 1.2, None))
     return out
 
