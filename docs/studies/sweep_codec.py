@@ -37,6 +37,7 @@ from kernels import dispatch, registry, timing
 from kernels.ops import _quant
 from kernels.ops import dequantize as deq_op
 from kernels.ops import quantize as q_op
+from tests.test_quantize import _decode_kernel, _encode_kernel
 from variants.quantize import _codec
 
 T0 = time.time()
@@ -68,19 +69,7 @@ def check(name: str, ok: bool, detail: str = "") -> None:
     log(f"{'ok  ' if ok else 'FAIL'} {name}{(': ' + detail) if detail else ''}")
 
 
-# -- codec kernels -------------------------------------------------------------------------------------------------
-@triton.jit
-def _encode_kernel(v_ptr, code_ptr, n, FORMAT: tl.constexpr, HW_FP8: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(code_ptr + i, _codec.encode(tl.load(v_ptr + i, mask=i < n), FORMAT, HW_FP8), mask=i < n)
-
-
-@triton.jit
-def _decode_kernel(code_ptr, v_ptr, n, FORMAT: tl.constexpr, HW_FP8: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(v_ptr + i, _codec.decode(tl.load(code_ptr + i, mask=i < n).to(tl.int32), FORMAT, HW_FP8), mask=i < n)
-
-
+# -- codec kernels: tests/test_quantize.py's probes (_encode_kernel, _decode_kernel), imported above ------------------
 @triton.jit
 def _raw_cvt_kernel(v_ptr, code_ptr, n, E5M2: tl.constexpr, BLOCK: tl.constexpr):
     # The bare hardware conversion, without the codec's NaN fix-up.
