@@ -36,7 +36,7 @@ import triton.language as tl
 
 from kernels import backend, memory
 from variants.attention._flash_tma import _dense, _descriptor
-from variants.attention.flash import _delta_kernel
+from variants.attention.flash import _delta_kernel, key_tile_ranges
 
 
 # -- the dK/dV pass ---------------------------------------------------------------------------------------------
@@ -174,15 +174,7 @@ def dq_tma_kernel(
     dq = tl.zeros((BLOCK_M2, HEAD_DIM), dtype=tl.float32)
     qk_scale = sm_scale * 1.4426950408889634
 
-    # Key tiles [0, lo) need no mask, [lo, hi) do. BLOCK_M2 is a multiple of BLOCK_N2, so with a causal mask every
-    # key left of start_m is visible to every row here and the diagonal covers whole key tiles.
-    full_k = (seq_k // BLOCK_N2) * BLOCK_N2
-    if CAUSAL:
-        lo = tl.minimum(start_m, full_k)
-        hi = tl.minimum(start_m + BLOCK_M2, seq_k)
-    else:
-        lo = full_k
-        hi = seq_k
+    lo, hi = key_tile_ranges(start_m, seq_k, CAUSAL, BLOCK_M2, BLOCK_N2)
     dq = _dq_tiles(
         dq, q, do, lse, delta, k_desc, v_desc, kv_row, rows, 0, lo, seq_k, qk_scale,
         MASKED=False, CAUSAL=CAUSAL, HEAD_DIM=HEAD_DIM, BLOCK_N2=BLOCK_N2,

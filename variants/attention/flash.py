@@ -98,6 +98,21 @@ def _dkdv_tiles(
 
 
 @triton.jit
+def key_tile_ranges(start_m, seq_k, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``(lo, hi)`` for the dQ pass over queries [start_m, start_m + BLOCK_M): key tiles [0, lo) need no mask,
+    [lo, hi) do. BLOCK_M is a multiple of BLOCK_N, so with a causal mask every key left of start_m is visible to
+    every query row and the diagonal covers whole key tiles."""
+    full_k = (seq_k // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        lo = tl.minimum(start_m, full_k)
+        hi = tl.minimum(start_m + BLOCK_M, seq_k)
+    else:
+        lo = full_k
+        hi = seq_k
+    return lo, hi
+
+
+@triton.jit
 def _dkdv_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, sm_scale, num_kv_heads, group, seq_q, seq_k,
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
@@ -220,14 +235,7 @@ def _dq_kernel(
     dq = tl.zeros((BLOCK_M2, HEAD_DIM), dtype=tl.float32)
     qk_scale = sm_scale * 1.4426950408889634
 
-    # As in the forward: key tiles [0, lo) need no mask, [lo, hi) do (BLOCK_M2 is a multiple of BLOCK_N2).
-    full_k = (seq_k // BLOCK_N2) * BLOCK_N2
-    if CAUSAL:
-        lo = tl.minimum(start_m, full_k)
-        hi = tl.minimum(start_m + BLOCK_M2, seq_k)
-    else:
-        lo = full_k
-        hi = seq_k
+    lo, hi = key_tile_ranges(start_m, seq_k, CAUSAL, BLOCK_M2, BLOCK_N2)
     dq = _dq_tiles(
         dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, rows, 0, lo, seq_k,
         qk_scale, MASKED=False, CAUSAL=CAUSAL, HEAD_DIM=HEAD_DIM, BLOCK_N=BLOCK_N2,
@@ -277,7 +285,7 @@ def _backward(inputs, out, grad_out):
     return flash_backward(inputs, out, grad_out)
 
 
-@register(op="attention", name="flash", version="1.0.1", dtypes=FLOATS, backward=_backward)
+@register(op="attention", name="flash", version="1.0.2", dtypes=FLOATS, backward=_backward)
 def attention_flash(q, k, v, causal, scale, *, out, stash):
     """Fused online-softmax forward (FlashAttention-2) storing the logsumexp for its FA2 backward."""
     lse = new_lse(q) if stash is not None else None

@@ -48,7 +48,7 @@ def _backward(inputs, out, grad_out):
     return flash_backward(inputs, out, grad_out)
 
 
-@register(op="attention", name="flash_autotuned", version="1.0.1", dtypes=FLOATS, backward=_backward)
+@register(op="attention", name="flash_autotuned", version="1.0.2", dtypes=FLOATS, backward=_backward)
 def attention_flash_autotuned(q, k, v, causal, scale, *, out, stash):
     """The flash forward with its tiles, warps and stages autotuned per sequence lengths, head_dim and mask."""
     lse = new_lse(q) if stash is not None else None
