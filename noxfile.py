@@ -150,7 +150,16 @@ def tests_gpu(session: nox.Session) -> None:
     session.run(python, "-m", "kernels", "list", env=env, external=True)
     workers = _gpu_workers(session, env)
     env.update(_threads_per_worker(workers))
-    session.run(python, "-m", "pytest", *workers, *session.posargs, env=env, external=True)
+    session.run(python, "-m", "pytest", *workers, *_dist(workers, session.posargs), *session.posargs, env=env,
+                external=True)  # fmt: skip
+
+
+def _dist(workers: list[str], posargs: list[str]) -> list[str]:
+    """``--dist loadgroup`` for a GPU run with xdist workers, unless the caller chose a --dist: the tests that launch
+    the same kernels then run on one worker, which compiles each kernel once (tests/conftest.py's compile_group)."""
+    if not workers or any(a == "--dist" or a.startswith("--dist=") or a == "-d" for a in posargs):
+        return []
+    return ["--dist", "loadgroup"]
 
 
 def _threads_per_worker(workers: list[str]) -> dict[str, str]:

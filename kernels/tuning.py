@@ -1,17 +1,18 @@
-"""``triton.autotune`` for variants, working under Triton's interpreter too.
+"""``triton.autotune`` for variants, working under Triton's interpreter too, with one pinned config under test.
 
-Under TRITON_INTERPRET=1 Triton's autotuner cannot time configs: its default benchmarker asks for the active GPU
-driver and raises "0 active drivers" (https://github.com/triton-lang/triton/issues/6150), and CPU timings of
-interpreted kernels would say nothing about a GPU anyway. There, each surviving config runs once, so a config that
-cannot run still fails the suite, and all report the same time, so the first surviving config is chosen, the same
-one on every run. On a GPU this is ``triton.autotune`` with Triton's own benchmarker (``triton.testing.do_bench``,
-25 ms of warm-up and 100 ms of timed runs for each config and key), except where QUICK_ENV is 1.
+Three ways an autotuned variant picks its config:
 
-QUICK_ENV=1 is what the test suite sets on a GPU (tests/conftest.py): correctness tests need a working config, not
-the fastest, and the full timing of every config at every test shape is what held a GPU run of tests-gpu back:
-each autotuned test asks for fresh keys, and the workers that share a GPU queue their timing runs on it. The quick
-benchmarker still runs and times each config (a few runs each), so a config that fails still fails the test, and
-tests/test_autotune_configs.py runs every config on its own. The benchmarks never set it.
+- **Benchmarks and public calls** (the default): ``triton.autotune`` with Triton's own benchmarker
+  (``triton.testing.do_bench``: 25 ms of warm-up and 100 ms of timed runs for each config and key).
+- **Correctness tests** (PIN_ENV=1, set by tests/conftest.py on every backend): no tuning at all. Each tuner runs
+  one pinned config: the first, in declared order, that survives the variant's own pruning and fits this GPU. A
+  correctness test needs a config that works, not the fastest, and compiling and timing every config at every test
+  shape was most of what a cold tests-gpu spent. tests/test_autotune_configs.py runs every config on its own, so
+  pinning drops no coverage. The choice is the same in every worker and every run, so a failure reproduces.
+- **Under Triton's interpreter without PIN_ENV** (the asv smoke run): the autotuner cannot time configs, since its
+  default benchmarker asks for the active GPU driver and raises "0 active drivers"
+  (https://github.com/triton-lang/triton/issues/6150), and CPU timings of interpreted kernels would say nothing
+  about a GPU anyway. Each surviving config runs once, untimed, and the first is chosen.
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ import os
 import sys
 
 import triton
+from triton.runtime.errors import OutOfResources
 
 from kernels import backend
+
+PIN_ENV = "KERNELWATCH_PIN_CONFIG"
+"""Set to 1 to run one pinned config per tuner instead of tuning (the test suite sets it)."""
+
+
+def pinning() -> bool:
+    return os.environ.get(PIN_ENV) == "1"
 
 
 def _run_once_untimed(kernel_call, quantiles):
@@ -29,17 +38,25 @@ def _run_once_untimed(kernel_call, quantiles):
     return [0.0] * len(quantiles)
 
 
-QUICK_ENV = "KERNELWATCH_QUICK_AUTOTUNE"
-
-
-def _timed(kernel_call, quantiles):
-    """Triton's default benchmarker, or with QUICK_ENV=1 one that spends about 1 ms of warm-up and 5 ms of timed runs
-    a config (``do_bench`` still times at least one run of each)."""
+def _benchmark(kernel_call, quantiles):
+    """Triton's own benchmarker; a single untimed run when pinned (a Triton that times even a lone surviving config
+    then spends nothing on it)."""
     import triton.testing
 
-    if os.environ.get(QUICK_ENV) == "1":
-        return triton.testing.do_bench(kernel_call, warmup=1, rep=5, quantiles=quantiles)
+    if pinning():
+        return _run_once_untimed(kernel_call, quantiles)
     return triton.testing.do_bench(kernel_call, quantiles=quantiles)
+
+
+def _unfit_errors() -> tuple[type[Exception], ...]:
+    """What Triton's autotuner takes to mean "this config does not fit this GPU" and drops the config for."""
+    from triton.compiler.errors import CompileTimeAssertionFailure
+
+    try:
+        from triton.runtime.errors import PTXASError
+    except ImportError:  # older Triton: no such error
+        return (OutOfResources, CompileTimeAssertionFailure)
+    return (OutOfResources, CompileTimeAssertionFailure, PTXASError)
 
 
 TUNERS: list = []
@@ -48,18 +65,62 @@ each one chose."""
 
 
 def autotune(configs, key, **kwargs):
-    """``triton.autotune(configs, key, **kwargs)``, with an untimed benchmarker under the interpreter."""
-    kwargs.setdefault("do_bench", _run_once_untimed if backend.interpreting() else _timed)
+    """``triton.autotune(configs, key, **kwargs)``, with an untimed benchmarker under the interpreter, and one pinned
+    config when PIN_ENV is 1."""
+    kwargs.setdefault("do_bench", _run_once_untimed if backend.interpreting() else _benchmark)
     decorate = triton.autotune(configs=configs, key=key, **kwargs)
     # The module that asked for the tuner (a variant file), which may tune a kernel defined in another one.
     owner = sys._getframe(1).f_globals.get("__name__", "")
 
     def remember(fn):
         tuner = decorate(fn)
+        _pin_when_asked(tuner)
         TUNERS.append((owner, tuner))
         return tuner
 
     return remember
+
+
+def _dtypes(tuner) -> tuple[str, ...]:
+    """The dtypes of the tensors of the call in progress: whether a config fits depends on them (an fp32 tile takes
+    twice the shared memory of a bf16 one), as Triton's own tuning key does."""
+    return tuple(str(a.dtype) for a in (tuner.nargs or {}).values() if hasattr(a, "dtype"))
+
+
+def _pin_when_asked(tuner) -> None:
+    """Make ``tuner`` keep a single config when PIN_ENV is 1: Triton's autotuner runs a lone surviving config
+    without timing it. The variant's own pruning still applies first. A pinned config that does not fit (too much
+    shared memory for this GPU and dtype) is set aside and the next one pinned, which is what tuning would have
+    done, so a test never fails for a config that tuning would drop.
+
+    Installed on the tuner object, not passed as ``prune_configs_by``: the variant's fingerprint records its own
+    pruning hook, and pinning is how the tests run a kernel, not part of the kernel."""
+    prune, run = tuner.prune_configs, tuner.run
+    unfit: set[tuple] = set()
+
+    def prune_configs(kwargs):
+        kept = prune(kwargs)
+        if not pinning():
+            return kept
+        dtypes = _dtypes(tuner)
+        fitting = [c for c in kept if (str(c), dtypes) not in unfit]
+        return fitting[:1] or kept[:1]
+
+    def run_pinned(*args, **kwargs):
+        while True:
+            try:
+                return run(*args, **kwargs)
+            except _unfit_errors():
+                chosen = tuner.best_config
+                dtypes = tuple(str(a.dtype) for a in args if hasattr(a, "dtype"))
+                if not pinning() or chosen is None or (str(chosen), dtypes) in unfit:
+                    raise
+                unfit.add((str(chosen), dtypes))
+                # Forget the keys that chose it, so the next call prunes again and pins the next config.
+                for k in [k for k, c in tuner.cache.items() if c is chosen]:
+                    del tuner.cache[k]
+
+    tuner.prune_configs, tuner.run = prune_configs, run_pinned
 
 
 def chosen_configs(module: str) -> dict[str, str]:

@@ -54,11 +54,16 @@ def pytest_configure(config: pytest.Config) -> None:
     except RuntimeError as exc:
         raise pytest.UsageError(str(exc)) from None
     cases.session_seed()  # fixed here, before xdist workers start, so they all share it
-    # On a GPU, autotuners time each config briefly: tests need a config that works, and each config is tested on its
-    # own by tests/test_autotune_configs.py (kernels/tuning.py says why). Inherited by the xdist workers.
+    # Autotuners run one pinned config instead of tuning: tests need a config that works, and each config is tested
+    # on its own by tests/test_autotune_configs.py (kernels/tuning.py says why). Inherited by the xdist workers.
     from kernels import tuning
 
-    os.environ.setdefault(tuning.QUICK_ENV, "1")
+    os.environ.setdefault(tuning.PIN_ENV, "1")
+    if config.pluginmanager.hasplugin("xdist"):
+        # --dist loadgroup deals the tests that launch the same kernels to one worker (tests/grouping.py).
+        from tests import grouping
+
+        config.pluginmanager.register(grouping, "kernelwatch-grouping")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
