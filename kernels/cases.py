@@ -40,15 +40,18 @@ class Case:
         text = f"{v.op}-{v.name}-v{v.version}-{short(self.dtype)}-{'x'.join(map(str, self.shape))}"
         return text if self.mode == "default" else f"{text}-{self.mode}"
 
-    def generator(self, salt: str = "") -> torch.Generator:
-        """A CPU generator seeded from the session seed and this case, so every case draws its own fresh
-        inputs each session, and a failure reproduces with the seed it prints."""
+    def generator(self, salt: str = "", device: torch.device | str = "cpu") -> torch.Generator:
+        """A generator on ``device`` seeded from the session seed and this case, so every case draws its own fresh
+        inputs each session, and a failure reproduces with the seed it prints (on the same kind of device: a CPU
+        and a GPU generator draw different numbers from one seed)."""
         digest = hashlib.sha256(f"{session_seed()}:{self.id}:{salt}".encode()).digest()
-        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+        return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little"))
 
     def inputs(self, device=None, salt: str = "") -> spec.Inputs:
-        device = device or backend.device()
-        return self.spec.make_inputs(self.shape, self.dtype, device, self.generator(salt), self.mode)
+        """Fresh inputs, drawn where they will live: on a GPU a realistic case holds up to a few hundred million
+        values (a 1024 x 256000 vocabulary's logits), which a CPU generator took seconds per test to draw."""
+        device = torch.device(device or backend.device())
+        return self.spec.make_inputs(self.shape, self.dtype, device, self.generator(salt, device), self.mode)
 
 
 def session_seed() -> int:

@@ -146,9 +146,11 @@ def nbytes(t: torch.Tensor) -> int:
 
 
 def randn(shape: Shape, dtype: torch.dtype, device, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
-    """Standard normal values drawn on the CPU in float32 from ``generator`` (so CPU and GPU runs with one seed
-    see the same numbers), scaled, then cast. Never zeros: a value that is 0 *after the cast* (a draw below the
-    dtype's smallest subnormal, about one in 2e7 for fp16) is replaced by 0.5."""
-    x = (torch.randn(shape, generator=generator, dtype=torch.float32) * scale).to(dtype)
+    """Standard normal values drawn in float32 from ``generator``, on the generator's device, scaled, then cast
+    and moved to ``device``. A CPU generator gives the same numbers on every machine (the benchmarks draw so); the
+    test cases draw on their own device (``Case.inputs``), where a large input costs milliseconds, not seconds.
+    Never zeros: a value that is 0 *after the cast* (a draw below the dtype's smallest subnormal, about one in 2e7
+    for fp16) is replaced by 0.5."""
+    x = (torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32) * scale).to(dtype)
     x = torch.where(x == 0, torch.full_like(x, 0.5), x)
     return x.to(device=device)

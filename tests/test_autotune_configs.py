@@ -124,7 +124,7 @@ def _probe_tuner(monkeypatch, unfit: set[int]):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         tl.store(dst + offs, tl.load(src + offs, mask=offs < n), mask=offs < n)
 
-    configs = [triton.Config({"BLOCK": b}, pre_hook=hook(i)) for i, b in enumerate((64, 32, 16))]
+    configs = [triton.Config({"BLOCK": b}, pre_hook=hook(i)) for i, b in enumerate((64, 16, 32))]
     tuner = tuning.autotune(configs=configs, key=["n"])(copy_kernel)
     tuning.TUNERS.remove(next(t for t in tuning.TUNERS if t[1] is tuner))  # not a variant's: keep it out of PINS
     return tuner, launched
@@ -132,27 +132,28 @@ def _probe_tuner(monkeypatch, unfit: set[int]):
 
 @pytest.mark.parametrize("pin", ["1", "0"])
 def test_tests_run_one_pinned_config_and_skip_those_that_do_not_fit(monkeypatch, pin: str) -> None:
-    """Under test (PIN_ENV=1, set by tests/conftest.py) a tuner runs its first config that fits, and nothing else:
-    no other config is compiled or timed. Without it the tuner tries every config."""
+    """Under test (PIN_ENV=1, set by tests/conftest.py) a tuner runs its smallest config that fits, and nothing
+    else: no other config is compiled or timed. Without it the tuner tries every config."""
     from kernels import backend
 
     if pin == "0" and not backend.interpreting():
         pytest.skip("unpinned tuning on a GPU times every config for about a second; the benchmarks cover it")
     assert os.environ.get(tuning.PIN_ENV) == "1", "tests/conftest.py pins the tuners for the whole suite"
     monkeypatch.setenv(tuning.PIN_ENV, pin)
-    tuner, launched = _probe_tuner(monkeypatch, unfit={0})
+    tuner, launched = _probe_tuner(monkeypatch, unfit={1} if pin == "1" else {0})
     src = torch.randn(40, device=backend.device())
     dst = torch.full_like(src, float("nan"))
     tuner[lambda meta: (triton_cdiv(40, meta["BLOCK"]),)](src, dst, 40)
     assert torch.equal(dst, src)
     if pin == "1":
-        # Config 0 does not fit, so config 1 is pinned, and config 2 never launches. (Triton 3.6 also runs a lone
-        # surviving config once through the benchmarker, untimed when pinned: hence the distinct launches.)
-        assert list(dict.fromkeys(launched)) == [0, 1]
-        assert tuner.best_config is tuner.configs[1]
+        # Config 1 (BLOCK 16) is the smallest but does not fit, so config 2 (BLOCK 32) is pinned, and config 0 never
+        # launches. (Triton 3.6 also runs a lone surviving config once through the benchmarker, untimed when
+        # pinned: hence the distinct launches.)
+        assert list(dict.fromkeys(launched)) == [1, 2]
+        assert tuner.best_config is tuner.configs[2]
         launched.clear()
         tuner[lambda meta: (triton_cdiv(40, meta["BLOCK"]),)](src, dst, 40)
-        assert set(launched) == {1}, "the pinned config is kept for later calls"
+        assert set(launched) == {2}, "the pinned config is kept for later calls"
     else:
         # Every config runs once (config 0 fails and is dropped), then the chosen one.
         assert sorted(set(launched)) == [0, 1, 2]

@@ -73,7 +73,7 @@ def test_backward(case: cases.Case) -> None:
         out = _tuple(dispatch.run(case.op, inputs, variant=case.variant.name))
     scale = case.spec.grad_scale(case.shape)
     grad_outs = tuple(
-        spec.randn(tuple(o.shape), o.dtype, o.device, case.generator(f"grad{i}"), scale=scale)
+        spec.randn(tuple(o.shape), o.dtype, o.device, case.generator(f"grad{i}", o.device), scale=scale)
         for i, o in enumerate(out)
     )
     torch.autograd.backward(out, grad_outs)

@@ -86,10 +86,10 @@ def _make_inputs(shape, dtype, device, generator, mode):
     # Scale 2 gives LLM-like logits: the row's softmax is far from uniform, exp() spans a range where a
     # missing max-subtraction would lose the small terms, and the loss is O(log V).
     logits = spec.randn((T, V), dtype, device, generator, scale=2.0)
-    target = torch.randint(0, V, (T,), generator=generator)
+    target = torch.randint(0, V, (T,), generator=generator, device=generator.device)
     if T > 1:
         # A few ignored rows (an eighth, at least one), never all of them: the mean must not count them.
-        ignored = torch.randperm(T, generator=generator)[: max(1, T // 8)]
+        ignored = torch.randperm(T, generator=generator, device=generator.device)[: max(1, T // 8)]
         target[ignored] = IGNORE_INDEX
     return {
         "logits": logits,

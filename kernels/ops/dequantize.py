@@ -50,11 +50,11 @@ def random_codes(shape, qdtype, device, generator):
     """Random codes over the format's whole range (fp8: every finite byte, subnormals included), never 0, NaN or
     inf: int8 uniform in [-127, 127], fp8 uniform bytes with the non-finite and zero ones replaced by 1.0."""
     if qdtype == torch.int8:
-        q = torch.randint(-127, 128, shape, generator=generator, dtype=torch.int32)
+        q = torch.randint(-127, 128, shape, generator=generator, device=generator.device, dtype=torch.int32)
         return torch.where(q == 0, torch.ones_like(q), q).to(torch.int8).to(device)
-    byte = torch.randint(0, 256, shape, generator=generator, dtype=torch.int32).to(torch.uint8)
+    byte = torch.randint(0, 256, shape, generator=generator, device=generator.device, dtype=torch.int32).to(torch.uint8)
     value = byte.view(qdtype).float()
-    one = torch.ones(shape, dtype=torch.float32).to(qdtype).view(torch.uint8)
+    one = torch.ones(shape, dtype=torch.float32, device=byte.device).to(qdtype).view(torch.uint8)
     return torch.where(torch.isfinite(value) & (value != 0), byte, one).view(qdtype).to(device)
 
 
@@ -63,7 +63,7 @@ def _make_inputs(shape, dtype, device, generator, mode):
     rows, cols = shape
     qdtype = _quant.FORMATS[fmt]
     # Scales as quantize makes them for data of absmax about 1 to 4: outputs are O(1).
-    draw = torch.randn(_quant.scale_shape(rows, cols, granularity), generator=generator, dtype=torch.float32)
+    draw = torch.randn(_quant.scale_shape(rows, cols, granularity), generator=generator, device=generator.device, dtype=torch.float32)
     scale = (draw.abs() + 1.0) / _quant.FMAX[fmt]
     return {
         "q": random_codes(shape, qdtype, device, generator),

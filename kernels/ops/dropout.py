@@ -57,7 +57,7 @@ def _validate(inputs: spec.Inputs) -> None:
 
 def _make_inputs(shape, dtype, device, generator, mode):
     (n,) = shape
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
     return {"x": spec.randn((n,), dtype, device, generator), "p": 0.3, "seed": seed}
 
 
