@@ -11,8 +11,8 @@ model, CUDA version), under ``$KERNELWATCH_CACHE_DIR`` or ``<repo>/.cache/kernel
 Nothing in it can hide a change: Triton keys each compiled kernel and each autotune result on the kernel's
 source, and the ledger keys each entry on the variants' fingerprints (docs/gpu-runs.md).
 
-``python -m kernels.cache`` prints ``directory=...`` and ``name=...`` lines (for nox and for GitHub's
-``$GITHUB_OUTPUT``).
+``python -m kernels.cache`` prints ``directory=...`` and ``name=...`` lines (for GitHub's ``$GITHUB_OUTPUT``),
+and ``--env`` the variables ``nox -s tests-gpu`` sets.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import subprocess
 from pathlib import Path
 
 DIR_ENV = "KERNELWATCH_CACHE_DIR"
+LEDGER = "ledger.json"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -89,18 +90,28 @@ def directory() -> Path:
     return base() / name()
 
 
-def triton_env() -> dict[str, str]:
-    """The environment that points Triton's caches into ``directory()``. TRITON_CACHE_DIR holds compiled kernels
-    and, with TRITON_CACHE_AUTOTUNING=1, each autotuner's timings (Triton 3.6 to 3.9 read both; the autotuner
-    reads TRITON_CACHE_AUTOTUNING when it is created, at import, so it must be set before the process starts)."""
-    return {"TRITON_CACHE_DIR": str(directory() / "triton"), "TRITON_CACHE_AUTOTUNING": "1"}
+def run_env() -> dict[str, str]:
+    """The environment a test run gets (noxfile's tests-gpu) to use ``directory()``. TRITON_CACHE_DIR holds
+    compiled kernels and, with TRITON_CACHE_AUTOTUNING=1, each autotuner's timings (Triton 3.6 to 3.9 read both; the
+    autotuner reads TRITON_CACHE_AUTOTUNING when it is created, at import, so it is set before the run starts).
+    KERNELWATCH_LEDGER is the ledger's default path, named so that pytest's controller need not ask CUDA for the
+    GPU model (under xdist it would hold a CUDA context of its own for the whole run)."""
+    where = directory()
+    return {
+        "TRITON_CACHE_DIR": str(where / "triton"),
+        "TRITON_CACHE_AUTOTUNING": "1",
+        "KERNELWATCH_LEDGER": str(where / LEDGER),
+    }
 
 
-def main() -> int:
-    print(f"directory={directory()}")
-    print(f"name={name()}")
+def main(argv: list[str]) -> int:
+    """``directory=`` and ``name=`` lines, or with ``--env`` the variables of ``run_env()``: ``NAME=value`` lines."""
+    lines = run_env() if argv == ["--env"] else {"directory": directory(), "name": name()}
+    print("\n".join(f"{k}={v}" for k, v in lines.items()))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -50,7 +50,7 @@ def path() -> Path:
         return Path(os.environ[ENV])
     from kernels import cache
 
-    return cache.directory() / "ledger.json"
+    return cache.directory() / cache.LEDGER
 
 
 def commit(root: Path) -> str:
