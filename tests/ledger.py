@@ -251,6 +251,7 @@ def write(where: Path, results: dict[str, dict | None], at_commit: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(out, f, separators=(",", ":"))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the ledger is no secret, and CI's cache steps read it
         os.replace(tmp, where)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
