@@ -148,6 +148,7 @@ def tests_gpu(session: nox.Session) -> None:
     gpu = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'tests-gpu: no CUDA device visible')"
     session.run(python, "-c", gpu, env=env, external=True)
     session.run(python, "-m", "kernels", "list", env=env, external=True)
+    env.update(_caches(session, python, env))
     workers = _gpu_workers(session, env)
     env.update(_threads_per_worker(workers))
     session.run(python, "-m", "pytest", *workers, *_dist(workers, session.posargs), *session.posargs, env=env,
@@ -160,6 +161,20 @@ def _dist(workers: list[str], posargs: list[str]) -> list[str]:
     if not workers or any(a == "--dist" or a.startswith("--dist=") or a == "-d" for a in posargs):
         return []
     return ["--dist", "loadgroup"]
+
+
+def _caches(session: nox.Session, python: str, env: dict[str, str]) -> dict[str, str]:
+    """Triton's kernel and autotune caches and the ledger (``--changed``) in this machine's directory of
+    kernels/cache.py (one per Triton version, GPU model and CUDA version), so that a second run compiles nothing the
+    first compiled. The noxfile cannot import torch, so the session's python names them. A variable already set is
+    kept."""
+    out = session.run(python, "-m", "kernels.cache", "--env", env=env, silent=True, log=False, external=True) or ""
+    lines = [line.partition("=") for line in out.splitlines()]
+    wanted = {name: value for name, sep, value in lines if sep and name.isupper()}  # not torch's warnings, if any
+    chosen = {k: v for k, v in wanted.items() if k not in os.environ}
+    used = {**wanted, **{k: os.environ[k] for k in wanted if k in os.environ}}
+    session.log(f"Triton cache: {used.get('TRITON_CACHE_DIR')}; ledger: {used.get('KERNELWATCH_LEDGER')}")
+    return chosen
 
 
 def _threads_per_worker(workers: list[str]) -> dict[str, str]:

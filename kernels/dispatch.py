@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from kernels import backend, memory, registry, spec
+from kernels import backend, memory, registry, spec, usage
 from kernels.errors import KernelInputError, UnsupportedError
 
 INT32_MAX = 2**31 - 1
@@ -88,6 +88,7 @@ def check_out(op: str, out, expected, device: torch.device) -> None:
 
 def call_forward(variant, inputs, out, stash):
     """The variant's launcher alone; ``stash`` is a dict when a backward will follow, None otherwise."""
+    usage.used(variant)  # what tests/ledger.py keys the running test on
     return (
         variant.forward(**inputs, out=out, stash=stash) if variant.wants_stash else variant.forward(**inputs, out=out)
     )
@@ -162,6 +163,7 @@ def meta_inputs(inputs: spec.Inputs) -> spec.Inputs:
 def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out=None):
     op_spec = spec.get(op)
     chosen = registry.get(op, variant)
+    usage.used(chosen)
     device = check_devices(op, inputs)
     op_spec.validate(inputs)
     shape = op_spec.problem_shape(inputs)

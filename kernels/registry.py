@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from kernels import backend, spec
+from kernels import backend, spec, usage
 from kernels.errors import RegistrationError, UnsupportedError, VariantImportError
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
@@ -228,14 +228,21 @@ def discover() -> None:
     _discovered = True
 
 
-def all_variants() -> list[Variant]:
+def _sorted() -> list[Variant]:
     discover()
     return sorted(_VARIANTS.values(), key=lambda v: (v.op, v.name != "naive", v.name))
 
 
+def all_variants() -> list[Variant]:
+    usage.used_catalogue()  # the caller may depend on every variant (tests/ledger.py keys it on all of them)
+    return _sorted()
+
+
 def variants_of(op: str) -> list[Variant]:
     spec.get(op)
-    return [v for v in all_variants() if v.op == op]
+    found = [v for v in _sorted() if v.op == op]
+    usage.used(*found)
+    return found
 
 
 def get(op: str, name: str | None = None) -> Variant:
@@ -243,7 +250,9 @@ def get(op: str, name: str | None = None) -> Variant:
     op_spec = spec.get(op)
     name = name or op_spec.default_variant
     try:
-        return _VARIANTS[f"{op}.{name}"]
+        found = _VARIANTS[f"{op}.{name}"]
     except KeyError:
         known = ", ".join(v.name for v in variants_of(op))
         raise KeyError(f"op {op} has no variant {name!r}; its variants are: {known}") from None
+    usage.used(found)
+    return found

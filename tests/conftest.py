@@ -11,8 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# --shard K/N, and KERNELWATCH_JOURNAL: a record that survives a run cut short (each module says more).
-pytest_plugins = ["tests.shard", "tests.journal"]
+# --shard K/N, KERNELWATCH_JOURNAL: a record that survives a run cut short, and the ledger of what passed with
+# --changed to run only what changed since (each module says more).
+pytest_plugins = ["tests.shard", "tests.journal", "tests.ledger"]
 
 
 def _pin_worker_to_its_gpu() -> str | None:
