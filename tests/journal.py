@@ -11,6 +11,10 @@ every worker's reports):
 - ``{"event": "finish", "exitstatus": ...}`` if the session ends at all.
 
 ``python -m tests.journal FILE`` summarizes it: the counts, the slowest tests, and those started but never done.
+
+pytest-reportlog was weighed and not used: it records no test start, empties its file on each run, and a child
+pytest that inherits its option overwrites the suite's record (docs/gpu-runs.md, "Why our own journal and shard
+plugins").
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ A GPU runner with a per-job time limit (or several runners side by side) splits 
 they run every test exactly once, and their junit files add up to the whole run. A test's part follows from its
 node id alone (CRC-32, the same in every process and on every machine), so xdist workers, which each collect the
 suite, agree on it, and a test keeps its part as others are added.
+
+pytest-split was weighed and not used: it needs a committed durations file from a GPU run, which every version bump
+(our ids carry it) makes stale, and its parts move when tests are added or re-timed, for a balance no better than
+CRC's on a run it had not seen (docs/gpu-runs.md, "Why our own journal and shard plugins").
 """
 
 from __future__ import annotations
