@@ -157,7 +157,7 @@ def tests_gpu(session: nox.Session) -> None:
 
 def _dist(workers: list[str], posargs: list[str]) -> list[str]:
     """``--dist loadgroup`` for a GPU run with xdist workers, unless the caller chose a --dist: the tests that launch
-    the same kernels then run on one worker, which compiles each kernel once (tests/conftest.py's compile_group)."""
+    the same kernels then run on one worker, which compiles each kernel once (tests/grouping.py)."""
     if not workers or any(a == "--dist" or a.startswith("--dist=") or a == "-d" for a in posargs):
         return []
     return ["--dist", "loadgroup"]

@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("xdist", reason="the grouping is an xdist scheduler; without xdist there is nothing to deal")
 
-from kernels import backend, cases, registry  # noqa: E402
-from kernels.dtypes import short  # noqa: E402
-from tests import grouping  # noqa: E402
+from kernels import backend, cases, registry
+from kernels.dtypes import short
+from tests import grouping
 
 
 def test_a_generated_case_groups_with_its_variant_and_dtype() -> None:

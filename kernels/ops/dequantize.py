@@ -63,7 +63,9 @@ def _make_inputs(shape, dtype, device, generator, mode):
     rows, cols = shape
     qdtype = _quant.FORMATS[fmt]
     # Scales as quantize makes them for data of absmax about 1 to 4: outputs are O(1).
-    draw = torch.randn(_quant.scale_shape(rows, cols, granularity), generator=generator, device=generator.device, dtype=torch.float32)
+    draw = torch.randn(
+        _quant.scale_shape(rows, cols, granularity), generator=generator, device=generator.device, dtype=torch.float32
+    )
     scale = (draw.abs() + 1.0) / _quant.FMAX[fmt]
     return {
         "q": random_codes(shape, qdtype, device, generator),

@@ -110,7 +110,9 @@ def _make_inputs(shape, dtype, device, generator, mode):
     (n,) = shape
     blocks = -(-n // NF4_BLOCK)
     # Every byte value (so every code in both nibbles); absmaxes as quantizing N(0, 1) weights gives, never 0.
-    packed = torch.randint(0, 256, (n // 2,), generator=generator, device=generator.device, dtype=torch.int32).to(torch.uint8)
+    packed = torch.randint(0, 256, (n // 2,), generator=generator, device=generator.device, dtype=torch.int32).to(
+        torch.uint8
+    )
     absmax = torch.randn((blocks,), generator=generator, device=generator.device, dtype=torch.float32).abs() + 1.0
     return {"packed": packed.to(device), "absmax": absmax.to(device), "shape": (n,), "dtype": dtype}
 
