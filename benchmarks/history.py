@@ -847,7 +847,7 @@ def cmd_smoke(args) -> int:
             for op in spec.OPS:
                 for direction, cls in (("fwd", _class(op)), ("bwd", _backward_class(op))):
                     for case in benchsuite.cases(op, direction=direction):
-                        want = (cls, (case.variant, benchsuite.shape_label(case.shape), _short(case.dtype)))
+                        want = (cls, (case.variant.name, benchsuite.shape_label(case.shape), _short(case.dtype)))
                         if want not in got:
                             missing.append(f"{series} {cls} {case.key}")
         # The provenance of each backward case too: the gate reads fingerprints from it.

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from kernels import backend, dispatch, gradients, memory, registry, spec, timing
+from kernels import backend, cases, dispatch, gradients, memory, registry, spec, timing
 from kernels.dtypes import parse, short
 
 
@@ -171,6 +171,7 @@ def run(
     chosen = [registry.get(op, name) for name in variants] if variants else registry.variants_of(op)
     dtype = parse(dtype) if dtype is not None else _default_dtype(chosen)
     mode = mode or op_spec.modes[0]
+    # A request no variant could ever run is refused outright, rather than printing a table with no variant in it.
     if not op_spec.mode_allows(mode, dtype):
         raise ValueError(f"{op}: mode {mode!r} does not take dtype {dtype}")
     peer_table = default_peers(op_spec)
@@ -185,6 +186,7 @@ def run(
         copy_gbs_at = functools.partial(_copy_gbs_at, timer=timer)
     device = backend.device()
     rows: list[Row] = []
+    left_out: set[str] = set()
     for shape in shapes or op_spec.gpu_shapes:
         generator = torch.Generator().manual_seed(0)
         inputs = op_spec.make_inputs(tuple(shape), dtype, device, generator, mode)
@@ -194,12 +196,12 @@ def run(
         grad_out = None if direction == "fwd" else make_grad_out(op_spec, meta_out, tuple(shape), generator, device)
         timed: list[tuple[str, str, str, str, float]] = []
         for v in chosen:
-            if v.unsupported_backend() or v.unsupported_dtype(dtype) or v.unsupported_shape(tuple(shape)):
-                continue
-            if mode not in v.modes:
-                continue
-            if direction != "fwd" and v.backward is None:
-                print(f"{v.key} has no backward ({v.no_backward}); left out of the {direction} rows", file=sys.stderr)
+            # "fwd+bwd" needs what "bwd" needs: a variant with a backward.
+            reason = cases.support(cases.Case(v, dtype, tuple(shape), mode, "fwd" if direction == "fwd" else "bwd"))
+            if reason:
+                if reason not in left_out:  # once per run: most reasons hold at every shape
+                    print(f"{reason}; left out of the {direction} rows", file=sys.stderr)
+                    left_out.add(reason)
                 continue
             dispatch.run(op, inputs, variant=v.name, out=op_spec.make_output(inputs))  # validates, compiles, tunes
             call = variant_call(v, op_spec, direction, inputs, grad_out)

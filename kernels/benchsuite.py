@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 import torch
 
 from kernels import backend, bench, dispatch, gradients, memory, registry, spec, timing, tuning
+from kernels.cases import PASSES, Case, shape_label, support
+from kernels.cases import case_key as case_key  # benchmarks/ops.py reads it from here, on every commit's kernels
 from kernels.dtypes import short
 
 SAMPLES = 100
@@ -45,32 +47,6 @@ SMOKE_ENV = "KERNELWATCH_BENCH_SMOKE"
 """Set to 1 to run the suite under Triton's interpreter at tiny shapes (the CPU smoke check)."""
 ERROR_CAP = 1e9
 """An error ratio reported for a non-finite output (JSON, and asv, have no infinity)."""
-PASSES = ("fwd", "bwd")
-"""The passes the suite measures (``bench.PASSES`` less "fwd+bwd", which is their sum). benchmarks/ops.py reads it to
-tell a commit whose suite measures backward cases from an older one."""
-
-
-@dataclass(frozen=True)
-class Case:
-    op: str
-    variant: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    mode: str
-    direction: str = "fwd"
-    """"fwd" or "bwd" (``bench.PASSES``): the two passes' cases share keys and live under different report keys."""
-
-    @property
-    def key(self) -> str:
-        return case_key(self.variant, shape_label(self.shape), short(self.dtype))
-
-
-def case_key(variant: str, shape: str, dtype: str) -> str:
-    return f"{variant}|{shape}|{dtype}"
-
-
-def shape_label(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
 
 
 def smoke() -> bool:
@@ -96,34 +72,34 @@ def params(op: str, *, smoke_run: bool | None = None) -> tuple[list[str], list[s
 def bench_mode(variant: registry.Variant, dtype: torch.dtype) -> str | None:
     """The input mode a variant is timed in: the first it declares that the dtype allows (a fused-epilogue matmul
     declares default first, an fp8 one its scaled modes)."""
-    op_spec = variant.spec
-    return next((m for m in variant.modes if op_spec.mode_allows(m, dtype)), None)
+    return next((m for m in variant.modes if variant.unsupported_mode(m, dtype) is None), None)
+
+
+def grid_case(variant: registry.Variant, shape: tuple[int, ...], dtype: torch.dtype, direction: str = "fwd") -> Case:
+    """The case at one point of the (variant, shape, dtype) grid, in its bench mode. A variant with no mode for the
+    dtype gets its first, so that ``support`` says why."""
+    return Case(variant, dtype, tuple(shape), bench_mode(variant, dtype) or variant.modes[0], direction)
 
 
 def why_not(op: str, variant: str, shape: tuple[int, ...], dtype: torch.dtype, direction: str = "fwd") -> str | None:
-    """Why a (variant, shape, dtype) point of the parameter grid is not a case of this pass, or None when it is.
-    Backend and compute capability are checked when measuring, on the machine that measures."""
-    v = registry.get(op, variant)
-    if direction == "bwd" and not v.spec.has_backward:
-        return f"{op} has no backward"
-    if direction == "bwd" and v.backward is None:
-        return f"{v.key} has no backward: {v.no_backward}"
-    reason = v.unsupported_dtype(dtype) or v.unsupported_shape(shape)
-    if reason is None and bench_mode(v, dtype) is None:
-        reason = f"{v.key} declares no mode that takes {short(dtype)} inputs"
-    return reason
+    """Why a (variant, shape, dtype) point of the parameter grid is not a case of this pass, or None when it is:
+    ``support`` without the machine's checks, which are made when measuring, on the machine that measures.
+
+    benchmarks/ops.py calls this with asv's string parameters, and calls it on older commits' kernels too, so its
+    signature stays as it is."""
+    return support(grid_case(registry.get(op, variant), shape, dtype, direction), machine=False)
 
 
 def cases(op: str, *, smoke_run: bool | None = None, direction: str = "fwd") -> list[Case]:
-    """The cases of one pass: a backward case is its forward case, for a variant that has a backward."""
+    """The cases of one pass: every point of the op's grid that ``support`` allows (without the machine's checks)."""
     op_spec = spec.get(op)
-    found = []
-    for v in registry.variants_of(op):
-        for shape in shapes(op_spec, smoke_run=smoke_run):
-            for dtype in op_spec.bench_dtypes:
-                if why_not(op, v.name, shape, dtype, direction) is None:
-                    found.append(Case(op, v.name, shape, dtype, bench_mode(v, dtype), direction))
-    return found
+    return [
+        point
+        for v in registry.variants_of(op)
+        for shape in shapes(op_spec, smoke_run=smoke_run)
+        for dtype in op_spec.bench_dtypes
+        if support(point := grid_case(v, shape, dtype, direction), machine=False) is None
+    ]
 
 
 def selected_ops() -> list[str]:
@@ -162,7 +138,7 @@ def _ratio(got: torch.Tensor, want: torch.Tensor, tol) -> float:
 
 def error_ratio(case: Case, inputs: spec.Inputs, out) -> float:
     """max |out - ref| / (atol + rtol |ref|) over every output element, in float64: below 1 passes the suite."""
-    op_spec = spec.get(case.op)
+    op_spec = case.spec
     outs = out if isinstance(out, tuple) else (out,)
     extra = (
         {"out": tuple(o.detach() for o in outs) if len(outs) > 1 else outs[0]} if op_spec.reference_needs_output else {}
@@ -180,7 +156,7 @@ def backward_error_ratio(case: Case, inputs: spec.Inputs, out, grad_out, grads: 
     the tolerance the backward tests hold it to, against autograd of the float64 reference seeded with the same
     ``grad_out`` (``kernels.gradients``): below 1 passes the suite. ``grads`` is what ``Variant.backward``
     returned; a gradient it left out, or one of the wrong shape, is as wrong as a non-finite one."""
-    op_spec = spec.get(case.op)
+    op_spec = case.spec
     worst = 0.0
     for name, want in gradients.reference(op_spec, inputs, out, grad_out).items():
         got = grads.get(name)
@@ -258,7 +234,7 @@ def roofline_name(op_spec: spec.OpSpec, direction: str = "fwd") -> str:
 def measure_op(op: str, run: Run, log: Callable[[str], None] = print) -> dict:
     """Every case of one op, both passes: the op's entry in ``measure``'s report."""
     op_spec = spec.get(op)
-    passes = ("fwd", "bwd") if op_spec.has_backward else ("fwd",)
+    passes = PASSES if op_spec.has_backward else ("fwd",)
     results: dict[str, dict] = {p: {} for p in passes}
     skipped: dict[str, dict] = {p: {} for p in passes}
     # Inputs are drawn once per (shape, dtype, mode) and shared by the variants and both passes: drawing them (on
@@ -270,7 +246,8 @@ def measure_op(op: str, run: Run, log: Callable[[str], None] = print) -> dict:
     for (shape, dtype, mode), group in groups.items():
         runnable = []
         for case in group:
-            reason = registry.get(op, case.variant).unsupported_backend()
+            # The grid's cases are supported as far as the case itself goes: what is left is this machine's say.
+            reason = support(case)
             if reason:
                 skipped[case.direction][case.key] = reason
             else:
@@ -314,8 +291,7 @@ def measure_op(op: str, run: Run, log: Callable[[str], None] = print) -> dict:
 
 
 def _measure_forward(case: Case, inputs: spec.Inputs, run: Run) -> dict:
-    op_spec = spec.get(case.op)
-    v = registry.get(case.op, case.variant)
+    op_spec, v = case.spec, case.variant
     out = dispatch.allocate_poisoned(case.op, inputs)
     dispatch.run(case.op, inputs, variant=v.name, out=out)  # validates, compiles and autotunes once
     error = error_ratio(case, inputs, out)
@@ -330,8 +306,7 @@ def _measure_forward(case: Case, inputs: spec.Inputs, run: Run) -> dict:
 def _measure_backward(case: Case, inputs: spec.Inputs, grad_out, run: Run, log: Callable[[str], None]) -> dict:
     """The backward launcher alone, after one untimed forward with a stash (``bench.variant_call``). The inputs were
     validated by the forward case of the same point, measured first."""
-    op_spec = spec.get(case.op)
-    v = registry.get(case.op, case.variant)
+    op_spec, v = case.spec, case.variant
     out = op_spec.make_output(inputs)
     # The forward and the first backward allocate poisoned buffers, as in the backward tests, so a gradient element
     # that is never written is NaN and shows in the error. They also compile and autotune the backward.
@@ -355,7 +330,7 @@ def _measure_backward(case: Case, inputs: spec.Inputs, grad_out, run: Run, log: 
 
 
 def _result(case: Case, v: registry.Variant, samples, nbytes: int, flops: int, error: float, chosen, run) -> dict:
-    op_spec = spec.get(case.op)
+    op_spec = case.spec
     ms = statistics.median(samples)
     gbs, tflops = nbytes / (ms * 1e-3) / 1e9, flops / (ms * 1e-3) / 1e12
     return {

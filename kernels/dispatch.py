@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from kernels import backend, memory, registry, spec, usage
+from kernels import backend, cases, memory, registry, spec, usage
 from kernels.errors import KernelInputError, UnsupportedError
 
 INT32_MAX = 2**31 - 1
@@ -166,13 +166,22 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out=None):
     usage.used(chosen)
     device = check_devices(op, inputs)
     op_spec.validate(inputs)
-    shape = op_spec.problem_shape(inputs)
-    dtype = op_spec.operand_dtype(inputs)
-    reason = chosen.unsupported_backend() or chosen.unsupported_dtype(dtype)
-    mode = op_spec.mode_of(inputs)
-    if not reason and mode not in chosen.modes:
-        able = [v.name for v in registry.variants_of(op) if mode in v.modes]
-        reason = f"{chosen.key} does not take {mode!r} inputs; variants that do: {', '.join(able) or 'none'}"
+    tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    wants_grad = False
+    if torch.is_grad_enabled():
+        for name, t in tensors.items():
+            if t.requires_grad and name not in op_spec.grad_inputs:
+                raise KernelInputError(
+                    f"{op}: {name} requires grad, but {op} has no gradient with respect to {name}; detach it"
+                )
+        wants_grad = any(tensors[n].requires_grad for n in op_spec.grad_inputs if n in tensors)
+    shape = tuple(op_spec.problem_shape(inputs))
+    # A call autograd records is a backward case: the variant must have a backward as well as take these inputs.
+    # Asked before anything is allocated, of the same rule the tests and benchmarks enumerate their cases by.
+    case = cases.Case(
+        chosen, op_spec.operand_dtype(inputs), shape, op_spec.mode_of(inputs), "bwd" if wants_grad else "fwd"
+    )
+    reason = cases.support(case)
     if reason:
         raise UnsupportedError(f"{op}: {reason}")
     # Size the outputs on the meta device first: an output too large to index is refused before it is allocated.
@@ -183,15 +192,6 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out=None):
         check_out(op, out, meta_out, device)
     else:
         out = op_spec.make_output(inputs)
-    tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-    wants_grad = False
-    if torch.is_grad_enabled():
-        for name, t in tensors.items():
-            if t.requires_grad and name not in op_spec.grad_inputs:
-                raise KernelInputError(
-                    f"{op}: {name} requires grad, but {op} has no gradient with respect to {name}; detach it"
-                )
-        wants_grad = any(tensors[n].requires_grad for n in op_spec.grad_inputs if n in tensors)
     if 0 in shape:
         # Nothing to launch: the reference, on the inputs as given, is exact for an empty problem and keeps
         # autograd connected.
@@ -201,15 +201,10 @@ def run(op: str, inputs: spec.Inputs, *, variant: str | None = None, out=None):
         if wants_grad:
             return _like(out, results)
         return _like(out, tuple(o.copy_(r) for o, r in zip(as_tuple(out), results, strict=True)))
-    reason = chosen.unsupported_shape(shape)
-    if reason:
-        raise UnsupportedError(f"{op}: {reason}")
     check_index_range(op, tensors)
     if not wants_grad:
         # stash=None tells a launcher that no backward will follow, so it can skip work only backward needs.
         return call_forward(chosen, inputs, out, None)
-    if chosen.backward is None:
-        raise UnsupportedError(f"{op}: {chosen.key} has no backward ({chosen.no_backward}); use another variant")
     names = tuple(tensors)
     options = {k: v for k, v in inputs.items() if k not in tensors}
     return _Autograd.apply(chosen, names, options, [out], *tensors.values())

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from kernels import backend, spec, usage
-from kernels.errors import RegistrationError, UnsupportedError, VariantImportError
+from kernels.dtypes import short
+from kernels.errors import RegistrationError, VariantImportError
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -79,13 +80,20 @@ class Variant:
 
         return dispatch.run(self.op, inputs, variant=self.name)
 
-    # -- what this variant can run ------------------------------------------------------------------
+    # -- what this variant can run: the primitives kernels.cases.support composes, in one order -------
     def unsupported_dtype(self, dtype: torch.dtype) -> str | None:
         if dtype not in self.dtypes:
-            from kernels.dtypes import short
-
             names = ", ".join(short(d) for d in self.dtypes)
             return f"{self.key} v{self.version} does not support dtype {dtype}; it supports {names}"
+        return None
+
+    def unsupported_mode(self, mode: str, dtype: torch.dtype) -> str | None:
+        if mode not in self.modes:
+            # Name the variants that do take it: the caller asked for these inputs, not for this variant.
+            able = [v.name for v in variants_of(self.op) if mode in v.modes]
+            return f"{self.key} does not take {mode!r} inputs; variants that do: {', '.join(able) or 'none'}"
+        if not self.spec.mode_allows(mode, dtype):
+            return f"{self.op} mode {mode!r} does not take {short(dtype)} inputs"
         return None
 
     def unsupported_shape(self, shape: tuple[int, ...]) -> str | None:
@@ -94,6 +102,16 @@ class Variant:
             value = shape[dims.index(dim)]
             if not low <= value <= high:
                 return f"{self.key} v{self.version} supports {low} <= {dim} <= {high}, got {dim}={value}"
+        return None
+
+    def unsupported_pass(self, direction: str) -> str | None:
+        """Why this variant cannot run ``direction`` ("fwd" or "bwd"), or None: only a backward can be missing."""
+        if direction == "fwd":
+            return None
+        if not self.spec.has_backward:
+            return f"{self.op} has no backward"
+        if self.backward is None:
+            return f"{self.key} has no backward: {self.no_backward}"
         return None
 
     def unsupported_backend(self) -> str | None:
@@ -109,11 +127,6 @@ class Variant:
                 f"{self.key} needs compute capability {self.min_cc[0]}.{self.min_cc[1]}, this GPU has {cc[0]}.{cc[1]}"
             )
         return None
-
-    def check_supported(self, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
-        reason = self.unsupported_backend() or self.unsupported_dtype(dtype) or self.unsupported_shape(shape)
-        if reason:
-            raise UnsupportedError(reason)
 
 
 _VARIANTS: dict[str, Variant] = {}

@@ -39,7 +39,7 @@ def test_every_variant_is_a_benchmark_parameter() -> None:
         for series in ("track_time", "track_throughput", "track_roofline", "track_error"):
             assert getattr(cls, series).unit
         # Every variant is timed at some shape and dtype of its op (none is only ever skipped).
-        timed = {c.variant for c in benchsuite.cases(op, smoke_run=False)}
+        timed = {c.variant.name for c in benchsuite.cases(op, smoke_run=False)}
         assert timed == {v.name for v in variants}, f"{op}: variants never benchmarked: {set(names) - timed}"
         backward = getattr(ops_module, ops_module.backward_class_name(op), None)
         assert (backward is not None) == spec.get(op).has_backward, op
@@ -58,9 +58,9 @@ def test_backward_cases_are_the_forward_cases_of_variants_with_a_backward() -> N
         forward = benchsuite.cases(op, smoke_run=False)
         backward = benchsuite.cases(op, smoke_run=False, direction="bwd")
         with_backward = {v.name for v in registry.variants_of(op) if spec.get(op).has_backward and v.backward}
-        assert {c.variant for c in backward} == with_backward, op
+        assert {c.variant.name for c in backward} == with_backward, op
         # Same shapes, dtypes and modes as the forward, for exactly those variants.
-        same = [dataclasses.replace(c, direction="bwd") for c in forward if c.variant in with_backward]
+        same = [dataclasses.replace(c, direction="bwd") for c in forward if c.variant.name in with_backward]
         assert backward == same, op
         assert all(c.direction == "bwd" for c in backward)
 
@@ -69,8 +69,8 @@ def test_a_variant_without_a_backward_is_not_a_backward_case() -> None:
     import torch
 
     assert registry.get("matmul", "fp8").backward is None
-    assert "fp8" not in {c.variant for c in benchsuite.cases("matmul", direction="bwd")}
-    assert "fp8" in {c.variant for c in benchsuite.cases("matmul")}
+    assert "fp8" not in {c.variant.name for c in benchsuite.cases("matmul", direction="bwd")}
+    assert "fp8" in {c.variant.name for c in benchsuite.cases("matmul")}
     reason = benchsuite.why_not("matmul", "fp8", (16, 8192, 8192), torch.float8_e4m3fn, "bwd")
     assert reason.startswith("matmul.fp8 has no backward: fp8 path is inference-only")
     assert benchsuite.why_not("matmul", "fp8", (16, 8192, 8192), torch.float8_e4m3fn) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -11,16 +13,14 @@ from kernels.tolerance import check_close
 registry.discover()
 WHERE = backend.name()
 ALL = cases.cases(WHERE)
-BACKWARD = [c for c in ALL if c.spec.has_backward and c.variant.backward is not None]
+BACKWARD = cases.cases(WHERE, direction="bwd")
 # Only cases the op's naive variant can also run are comparable with it.
 VS_NAIVE = [
     c
     for c in ALL
     if c.variant.name != "naive"
     and c.spec.comparable_to_naive
-    and (naive := registry.get(c.op, "naive")).unsupported_dtype(c.dtype) is None
-    and c.mode in naive.modes
-    and naive.unsupported_shape(c.shape) is None
+    and cases.support(dataclasses.replace(c, variant=registry.get(c.op, "naive")), machine=False) is None
 ]
 DETERMINISTIC = [c for c in ALL if c.variant.deterministic]
 

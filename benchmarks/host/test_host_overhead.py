@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from kernels import backend, benchsuite, dispatch, registry, spec
+from kernels import backend, benchsuite, cases, dispatch, registry, spec
 from kernels.dtypes import short
 
 registry.discover()
@@ -23,23 +23,27 @@ if backend.name() != "cuda":
     pytest.exit("bench-host times host overhead on a CUDA GPU; none is visible", returncode=2)
 
 
-def _tiny_case(v: registry.Variant):
-    op_spec = v.spec
+def _tiny_case(v: registry.Variant) -> cases.Case | None:
+    """The variant's case at its op's smallest GPU shape it supports, in bf16 where it can, timed as asv times it."""
     dtype = next((d for d in (torch.bfloat16, *v.dtypes) if d in v.dtypes), None)
-    mode = benchsuite.bench_mode(v, dtype)
-    for shape in sorted(op_spec.gpu_shapes, key=math.prod):
-        if v.unsupported_shape(tuple(shape)) is None:
-            return tuple(shape), dtype, mode
+    for shape in sorted(v.spec.gpu_shapes, key=math.prod):
+        case = benchsuite.grid_case(v, shape, dtype)
+        if cases.support(case, machine=False) is None:
+            return case
     return None
 
 
-CASES = []
-for _v in registry.all_variants():
-    _case = _tiny_case(_v)
-    if _case is not None and _v.unsupported_backend() is None:
-        CASES.append(
-            pytest.param(_v, *_case, id=f"{_v.key}-v{_v.version}-{short(_case[1])}-{'x'.join(map(str, _case[0]))}")
-        )
+CASES = [
+    pytest.param(
+        c.variant,
+        c.shape,
+        c.dtype,
+        c.mode,
+        id=f"{c.variant.key}-v{c.variant.version}-{short(c.dtype)}-{cases.shape_label(c.shape)}",
+    )
+    for c in map(_tiny_case, registry.all_variants())
+    if c is not None and cases.support(c) is None
+]
 
 
 def _inputs(op_spec: spec.OpSpec, shape, dtype, mode):
