@@ -195,13 +195,16 @@ def _gpu_spread(session: nox.Session) -> dict[str, str]:
 
 
 def _gpu_workers(session: nox.Session, env: dict[str, str]) -> list[str]:
-    """xdist workers on a GPU box: KERNELWATCH_WORKERS_PER_GPU (default 8) per GPU, each pinned to one GPU by
-    tests/conftest.py. Correctness workers may share a GPU (they are bound by the host: references, launches); the
-    benchmarks never do. KERNELWATCH_WORKERS overrides the total."""
+    """xdist workers on a GPU box: KERNELWATCH_WORKERS_PER_GPU per GPU, each pinned to one GPU by tests/conftest.py;
+    by default the box's cores shared out over its GPUs, at most 16 to a GPU. A cold run is Triton compiling kernels
+    on the host, one core a worker, so every core pays (16 workers on an H200 box's 16 cores); more than 16 on one
+    GPU would hold more references in its memory at once than the runs so far have. Correctness workers may share a
+    GPU; the benchmarks never do. KERNELWATCH_WORKERS overrides the total."""
     if _missing(session, "xdist"):
         return []
     n_gpus = max(1, len([g for g in env.get("KERNELWATCH_GPUS", "").split(",") if g]))
-    per_gpu = int(os.environ.get("KERNELWATCH_WORKERS_PER_GPU", "8"))
+    default = min(16, max(1, (os.cpu_count() or 8) // n_gpus))
+    per_gpu = int(os.environ.get("KERNELWATCH_WORKERS_PER_GPU", str(default)))
     return _workers(session, str(per_gpu * n_gpus))
 
 
