@@ -163,6 +163,7 @@ class Controller:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.results: dict[str, dict | None] = {}
+        self.seconds: collections.Counter[str] = collections.Counter()
         self.workers: list[dict] = []
         self.runner: Runner = config.pluginmanager.get_plugin("kernelwatch-ledger-runner")
         self.data, self.why = load(path()) if config.getoption("changed") else (None, "")
@@ -183,13 +184,15 @@ class Controller:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.seconds[report.nodeid] += report.duration
         if report.failed:
             self.results[report.nodeid] = None
         carried = [value for name, value in report.user_properties if name == PROPERTY]
         if not carried:
             return
         report.user_properties = [(n, v) for n, v in report.user_properties if n != PROPERTY]
-        entry = json.loads(carried[-1])
+        # How long the test took, setup to teardown: tests/grouping.py deals the longest tests out first next time.
+        entry = {**json.loads(carried[-1]), "seconds": round(self.seconds[report.nodeid], 3)}
         fine = report.passed and entry["outcome"] in PASSING and self.results.get(report.nodeid, {}) is not None
         self.results[report.nodeid] = entry if fine else None
 

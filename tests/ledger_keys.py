@@ -10,8 +10,16 @@ A test's entry holds when nothing it depends on has changed since it passed:
   kernels/usage.py, plus any Case or Variant among its parameters, plus every variant of an op package its
   module imports from), with the set itself: a variant added to such a package makes the entry stale;
 - ``sources``: the files of the ``variants`` modules the test module imports (helpers no fingerprint covers);
-- ``catalogue``: for a test that exercised no variant, or read the registry whole, every variant's state and
-  ``variants.lock``: it reruns when any variant changes.
+- ``catalogue``: for a test that read the registry whole (``registry.all_variants``, or ``import variants``), every
+  variant's state and ``variants.lock``: it reruns when any variant changes. The registry-wide checks (the lock is
+  current, the support matrix and the docs list every variant) are such tests, so a stale lock or page still fails
+  under ``--changed``.
+
+A test that exercised no variant in its own process is keyed on the rest alone, as a test of the framework: a change
+to a variant is not its concern. The tests that run pytest or the CLI in a child process on a copy of the checkout
+(scaffolding, discovery, versioning, the ledger itself) are such tests: what they check is the framework's
+behaviour, and whatever kernels their child runs happen to launch are checked by those kernels' own tests, which
+rerun.
 
 The fingerprint covers the ``@triton.jit`` bodies, which is why this exists instead of pytest-testmon: coverage
 never sees a kernel body run on a GPU (docs/gpu-runs.md).
@@ -139,7 +147,7 @@ class Keys:
         """The entry for a test that ran, exercising the variant keys ``used`` (and maybe usage.CATALOGUE)."""
         _, sources, whole = self.imports(item.path)
         names = (used | self.static(item)) - {usage.CATALOGUE}
-        read_all = whole or usage.CATALOGUE in used or not names
+        read_all = whole or usage.CATALOGUE in used
         return {
             "outcome": outcome,
             "env": self.env,

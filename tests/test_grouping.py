@@ -49,3 +49,22 @@ def test_loadgroup_uses_the_compile_group_scheduler(pytestconfig) -> None:
     assert grouping.pytest_xdist_make_scheduler(Config("load"), None) is None
     assert grouping.pytest_xdist_make_scheduler.__module__ == "tests.grouping"
     assert pytestconfig.pluginmanager.hasplugin("kernelwatch-grouping")
+
+
+def test_the_longest_groups_are_dealt_first_by_the_ledgers_record() -> None:
+    queue = {"short": {"a": False, "b": False}, "long": {"c": False}, "unknown": {"d": False, "e": False, "f": False}}
+    seconds = {"a": 1.0, "b": 2.0, "c": 100.0, "e": 3.0}
+    # The median of the recorded times (3 s) stands for a test the ledger has not timed: "unknown" weighs 9 s.
+    assert [name for name, _ in grouping.longest_first(queue, seconds)] == ["long", "unknown", "short"]
+
+
+def test_the_recorded_seconds_come_from_the_ledger(tmp_path, monkeypatch) -> None:
+    from tests import ledger
+
+    where = tmp_path / "ledger.json"
+    monkeypatch.setenv(ledger.ENV, str(where))
+    assert grouping.recorded_seconds() == {}, "no ledger: xdist's own order"
+    ledger.write(
+        where, {"t": {"outcome": "passed", "env": {}, "seconds": 2.5}, "u": {"outcome": "passed", "env": {}}}, "c"
+    )
+    assert grouping.recorded_seconds() == {"t": 2.5}

@@ -16,6 +16,8 @@ from tests import ledger
 from tests.tree import Tree, copy_checkout
 
 FRAMEWORK_TEST = "tests/test_tolerance.py::test_check_close_takes_atol_plus_rtol_times_the_reference"
+# Reads the registry whole (registry.all_variants), so it is keyed on every variant and on variants.lock.
+CATALOGUE_TEST = "tests/test_versioning.py::test_lock_has_no_stale_entries"
 
 
 def _gelu_case() -> str:
@@ -69,24 +71,26 @@ def test_a_kernel_edited_to_compute_a_wrong_answer_fails_with_the_same_caches(tr
 
 @pytest.mark.slow
 def test_changed_skips_what_passed_and_reruns_what_a_change_concerns(tree) -> None:
-    tests = [_gelu_case(), FRAMEWORK_TEST]
+    tests = [_gelu_case(), FRAMEWORK_TEST, CATALOGUE_TEST]
     run, out = _pytest(tree, *tests, "--changed")
-    assert run.returncode == 0 and "2 passed" in out and f"no ledger at {_ledger()}" in out, out[-3000:]
+    assert run.returncode == 0 and "3 passed" in out and f"no ledger at {_ledger()}" in out, out[-3000:]
+    assert all(e["seconds"] > 0 for e in json.loads(_ledger().read_text())["entries"].values()), "durations kept"
 
     run, out = _pytest(tree, *tests, "--changed")
     assert run.returncode == 0, out[-3000:]  # not 5, "no tests ran": nothing had to
-    assert "NOTHING CHANGED since commit c0ffee" in out and "2 tests skipped" in out, out[-3000:]
+    assert "NOTHING CHANGED since commit c0ffee" in out and "3 tests skipped" in out, out[-3000:]
 
-    # A new fingerprint (a launch constant), correct and unbumped: the gelu case reruns, and so does the framework
-    # test, which exercised no variant and is keyed on the whole catalogue.
+    # A new fingerprint (a launch constant), correct and unbumped: the gelu case reruns, and so does the test that
+    # read the registry whole; the framework test, which exercised no variant, does not.
     tree.edit("variants/gelu/fused.py", "BLOCK = 4096", "BLOCK = 2048")
     run, out = _pytest(tree, *tests, "--changed")
-    assert run.returncode == 0 and "2 passed" in out, out[-3000:]
+    assert run.returncode == 0 and "2 passed, 1 deselected" in out, out[-3000:]
     assert "rerun: variant gelu.fused changed" in out and "depends on the whole catalogue" in out, out[-3000:]
+    assert "SKIPPED 1 tests unchanged" in out, out[-3000:]
 
     tree.edit("kernels/dispatch.py", '"""The path', '"""(edited) The path')
     run, out = _pytest(tree, *tests, "--changed")
-    assert run.returncode == 0 and "2 passed" in out and "2 rerun: framework changed" in out, out[-3000:]
+    assert run.returncode == 0 and "3 passed" in out and "3 rerun: framework changed" in out, out[-3000:]
 
 
 @pytest.mark.slow
