@@ -96,6 +96,12 @@ def cmd_lock(args: argparse.Namespace) -> int:
         return 1
     path = versioning.write_lock(variants)
     print(f"wrote {path} ({len(variants)} variants)")
+    # The support matrix names each variant's version too, so a bump changes it: rewritten here, or the next run
+    # of the suite fails on a stale page (test_support_matrix). A copy of the tree without docs/ has no page.
+    from kernels import support
+
+    if support.PAGE.exists() and support.PAGE.read_text() != support.render():
+        print(f"wrote {support.write().relative_to(support.ROOT)} (it names each variant's version)")
     return 0
 
 
