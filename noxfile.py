@@ -145,9 +145,6 @@ def tests_gpu(session: nox.Session) -> None:
         session.log(f"installing {', '.join(missing)} (not found on this machine)")
         session.install(*missing, "pytest-xdist")
     env = {"TRITON_INTERPRET": "0", **_gpu_spread(session)}
-    gpu = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'tests-gpu: no CUDA device visible')"
-    session.run(python, "-c", gpu, env=env, external=True)
-    session.run(python, "-m", "kernels", "list", env=env, external=True)
     env.update(_caches(session, python, env))
     workers = _gpu_workers(session, env)
     env.update(_threads_per_worker(workers))
@@ -164,13 +161,24 @@ def _dist(workers: list[str], posargs: list[str]) -> list[str]:
 
 
 def _caches(session: nox.Session, python: str, env: dict[str, str]) -> dict[str, str]:
-    """Triton's kernel and autotune caches and the ledger (``--changed``) in this machine's directory of
-    kernels/cache.py (one per Triton version, GPU model and CUDA version), so that a second run compiles nothing the
-    first compiled. The noxfile cannot import torch, so the session's python names them. A variable already set is
-    kept."""
-    out = session.run(python, "-m", "kernels.cache", "--env", env=env, silent=True, log=False, external=True) or ""
+    """What the run needs before pytest, from one start of the session's python (each start imports torch and Triton,
+    about 4 s, and a --changed run takes less than a minute): that a CUDA device is visible, the table of the
+    variants under test (``python -m kernels list``), and the variables that put Triton's kernel and autotune caches
+    and the ledger (``--changed``) in this machine's directory of kernels/cache.py, one per Triton version, GPU model
+    and CUDA version, so that a second run compiles nothing the first compiled. A variable already set is kept."""
+    probe = (
+        "import sys, torch\n"
+        "if not torch.cuda.is_available(): sys.exit('tests-gpu: no CUDA device visible')\n"
+        "from kernels import cache, cli\n"
+        "cli.main(['list'])\n"
+        "print(*(f'{k}={v}' for k, v in cache.run_env().items()), sep='\\n')\n"
+    )
+    out = session.run(python, "-c", probe, env=env, silent=True, external=True) or ""
     lines = [line.partition("=") for line in out.splitlines()]
-    wanted = {name: value for name, sep, value in lines if sep and name.isupper()}  # not torch's warnings, if any
+    wanted = {name: value for name, sep, value in lines if sep and name.isupper() and name.isidentifier()}
+    for name, sep, value in lines:
+        if not (sep and name in wanted):
+            session.log(name + sep + value)  # the table of variants (and torch's warnings, if any)
     chosen = {k: v for k, v in wanted.items() if k not in os.environ}
     used = {**wanted, **{k: os.environ[k] for k in wanted if k in os.environ}}
     session.log(f"Triton cache: {used.get('TRITON_CACHE_DIR')}; ledger: {used.get('KERNELWATCH_LEDGER')}")

@@ -7,6 +7,7 @@
 #              relocked, then --changed: only what the ledger cannot vouch for
 #   framework  a line added to kernels/dispatch.py, then --changed --collect-only: how many tests it would run
 # Usage (on the GPU box, nox importable): bash docs/studies/tests_gpu_runs.sh OUTDIR MODE...
+# SHARD=K/N runs part K of N of the suite in every mode instead of all of it.
 # Each mode's journal and log land in OUTDIR; one line per mode with its wall time goes to OUTDIR/summary.txt.
 set -uo pipefail
 out=${1:?usage: tests_gpu_runs.sh OUTDIR MODE...}; shift
@@ -20,7 +21,7 @@ tests_gpu() {  # tag, then pytest arguments
   local start rc wall
   start=$(date +%s.%N)
   KERNELWATCH_JOURNAL="$out/journal-$tag.jsonl" python3 -m nox --no-venv --no-install -s tests-gpu -- \
-    -p no:cacheprovider "$@" >"$out/log-$tag.txt" 2>&1
+    -p no:cacheprovider ${SHARD:+--shard "$SHARD"} "$@" >"$out/log-$tag.txt" 2>&1
   rc=$?
   wall=$(python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$start")
   echo "$tag: ${wall} s, exit $rc; $(grep -E '^=*.*(passed|failed|deselected|error).* in ' "$out/log-$tag.txt" | tail -1)" \
