@@ -57,3 +57,19 @@ def test_per_gpu_results_merge_into_one_file(tmp_path) -> None:
     assert set(merged["results"]) == {"ops.Softmax.track_time", "ops.Add.track_time", "ops.CrossEntropy.track_time"}
     assert merged[history.PROVENANCE_KEY]["ops"]["add"] == {"run": "old"}  # not rerun: kept as it was
     assert merged[history.PROVENANCE_KEY]["ops"]["cross_entropy"] == {"run": "new"}
+
+
+def test_a_worker_hands_gpu_memory_back_only_above_the_limit(monkeypatch) -> None:
+    """tests/conftest.py releases a worker's cached GPU memory after a test only when it holds more than
+    memory.HOLD_BYTES: the garbage collection a release needs first is too slow to run after every test."""
+    import torch
+
+    from kernels import memory
+
+    released = []
+    monkeypatch.setattr(memory, "release", released.append)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3 << 30)
+    memory.release_above("cuda", memory.HOLD_BYTES)
+    memory.release_above("cuda", 4 << 30)
+    memory.release_above("cpu", 0)
+    assert released == ["cuda"]
