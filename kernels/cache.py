@@ -21,8 +21,9 @@ import functools
 import os
 import platform
 import re
-import subprocess
 from pathlib import Path
+
+from kernels import gpus
 
 DIR_ENV = "KERNELWATCH_CACHE_DIR"
 LEDGER = "ledger.json"
@@ -60,17 +61,8 @@ def _driver() -> str:
             return found.group(1)
     except OSError:
         pass
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out[0] if out else "unknown"
+    found = gpus.nvidia_smi("driver_version")
+    return found[0] if found else "unknown"
 
 
 def name() -> str:

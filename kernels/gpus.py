@@ -23,16 +23,21 @@ def visible() -> list[str]:
     already = os.environ.get("CUDA_VISIBLE_DEVICES")
     if already is not None:
         return [g.strip() for g in already.split(",") if g.strip() and g.strip() != "-1"]
+    return nvidia_smi("index") or []
+
+
+def nvidia_smi(field: str) -> list[str] | None:
+    """One field of ``nvidia-smi --query-gpu``, a value per GPU; None where nvidia-smi is missing or fails."""
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=60,
             check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return []
+        return None
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
