@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import base64
 import contextlib
-import hashlib
 import itertools
 import json
 import math
@@ -91,7 +89,8 @@ def check_results(where: Path) -> list[Path]:
             if path.name not in ("benchmarks.json", "machine.json") and "results" not in data:
                 raise ValueError("no 'results' key: not an asv results file")
         except (OSError, ValueError) as exc:
-            print(f"kernelwatch: bad results file {path.relative_to(ROOT)}: {exc}", file=sys.stderr)
+            shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            print(f"kernelwatch: bad results file {shown}: {exc}", file=sys.stderr)
             bad.append(path)
     return bad
 
@@ -642,176 +641,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    config = load_config()
-    where = results_dir(config)
-    bad = check_results(where)
-    if not any(where.glob("*/*-*.json")):
-        raise HistoryError(f"no results under {where.relative_to(ROOT)}: run `nox -s bench` on a GPU first")
-    if not (where / "benchmarks.json").exists():
-        raise HistoryError(
-            f"{where.relative_to(ROOT)}/benchmarks.json is missing: run `nox -s bench` once to "
-            "write it (asv needs the benchmark list to publish)"
-        )
-    _asv(["publish"], env=_sessions_env())
-    out = html_dir(config)
-    make_offline(out)
-    regressions = surface_regressions(out / "regressions.json", _revisions(out))
-    write_provenance_page(where, out / "provenance.html")
-    print(
-        f"kernelwatch: HTML in {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}; "
-        f"{len(regressions)} regression(s) in the history; provenance in provenance.html"
-    )
-    if args.preview:
-        _asv(["preview"], env=_sessions_env())
-    if bad:
-        print(
-            f"kernelwatch: {len(bad)} bad results file(s), listed above, were left out; the rest was published",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    from benchmarks import site
 
-
-VENDOR = ROOT / "benchmarks" / "www_vendor"
-OFFLINE_SCRIPTS = {
-    "https://code.jquery.com/jquery-3.3.1.min.js": "jquery-3.3.1.min.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.min.js": "jquery.flot-0.8.3.min.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.time.min.js": "jquery.flot-0.8.3.time.min.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.selection.min.js": (
-        "jquery.flot-0.8.3.selection.min.js"
-    ),
-    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.categories.min.js": (
-        "jquery.flot-0.8.3.categories.min.js"
-    ),
-    "https://cdn.jsdelivr.net/npm/flot-orderbars@1.0.0/js/jquery.flot.orderBars.js": "jquery.flot.orderBars.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/stupidtable/1.0.1/stupidtable.min.js": "stupidtable.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/blueimp-md5/2.19.0/js/md5.min.js": "md5.js",
-    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/js/bootstrap.min.js": "bootstrap-3.1.0.min.js",
-    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css": "bootstrap-3.1.0.min.css",
-}
-"""The CDN URLs in asv's index.html and the local copy of each (benchmarks/www_vendor/README.md says where they come
-from), so the published history renders with no network: on a GPU box, in CI, from a file server."""
-_EXTERNAL_ASSET = re.compile(r"""<(?:script|link)\b[^>]*\b(?:src|href)=["'](https?://[^"']+)["']""")
-
-
-def make_offline(html: Path) -> None:
-    """Copy the vendored scripts beside asv's pages and point index.html at them, each with the subresource-integrity
-    hash of the local copy (asv's tags carry the CDN files' hashes, which a browser would refuse). Fails loudly when
-    asv's page asks for a script or stylesheet that has no local copy (say, after an asv upgrade), rather than
-    publish a page that renders empty offline."""
-    index = html / "index.html"
-    (html / "vendor").mkdir(exist_ok=True)
-
-    def localize(tag: re.Match) -> str:
-        text = tag.group(0)
-        for url, name in OFFLINE_SCRIPTS.items():
-            if f'"{url}"' in text:
-                shutil.copyfile(VENDOR / name, html / "vendor" / name)
-                digest = base64.b64encode(hashlib.sha384((VENDOR / name).read_bytes()).digest()).decode()
-                text = text.replace(url, f"vendor/{name}")
-                return re.sub(r'integrity="[^"]*"', f'integrity="sha384-{digest}"', text)
-        return text
-
-    text = re.sub(r"<(?:script|link)\b[^>]*>", localize, index.read_text())
-    left = _EXTERNAL_ASSET.findall(text)
-    if left:
-        raise HistoryError(
-            f"{index} still loads {', '.join(left)} from the network; add a local copy to benchmarks/www_vendor "
-            "and OFFLINE_SCRIPTS in benchmarks/history.py"
-        )
-    index.write_text(text)
-
-
-LOWER_IS_BETTER = (".track_time", ".track_error")
-"""asv's step detection assumes lower is better; throughput and % of roofline are higher-is-better mirrors of the
-time series, so only time and error steps are reported (a time regression shows in all three graphs)."""
-
-
-def surface_regressions(path: Path, revisions: dict[int, str] | None = None) -> list:
-    """Print the regressions asv's step detection found in the history (regressions.json)."""
-    if not path.exists():
-        return []
-    with open(path) as f:
-        data = json.load(f).get("regressions", [])
-    found = []
-    for name, _graph, _params, _idx, _last, _best, jumps in (entry[:7] for entry in data):
-        if not name.split("(")[0].endswith(LOWER_IS_BETTER):
-            continue
-        found.append(name)
-        for _rev1, rev2, before, after in jumps:
-            at = (revisions or {}).get(rev2, f"revision {rev2}")
-            print(f"REGRESSION {name}: {before:.4g} -> {after:.4g} ({after / before:.2f}x) at {at}")
-    return found
-
-
-def _revisions(html: Path) -> dict[int, str]:
-    """asv numbers commits by their position on the branch; index.json maps them back to hashes."""
-    try:
-        with open(html / "index.json") as f:
-            return {int(rev): f"commit {sha[:8]}" for rev, sha in json.load(f).get("revision_to_hash", {}).items()}
-    except (OSError, ValueError):
-        return {}
-
-
-def write_provenance_page(results: Path, page: Path) -> None:
-    """One static page: per machine, commit and case, the variant version, fingerprint and autotune choice."""
-    import html
-
-    rows = []
-    for path in sorted(results.glob("*/*-*.json")):
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            continue
-        record = data.get(PROVENANCE_KEY, {})
-        for op, entry in sorted(record.get("ops", {}).items()):
-            env = entry.get("environment", {})
-            # Results written before the backward series have no "backward" key.
-            passes = (("fwd", entry.get("cases", {})), ("bwd", entry.get("backward", {}).get("cases", {})))
-            for direction, cases in passes:
-                for key, case in sorted(cases.items()):
-                    autotune = "; ".join(f"{k}: {v}" for k, v in case.get("autotune", {}).items()) or "(not autotuned)"
-                    rows.append(
-                        [
-                            path.parent.name,
-                            data.get("commit_hash", "")[:8],
-                            op,
-                            direction,
-                            key,
-                            case.get("mode", ""),
-                            case.get("version", ""),
-                            case.get("fingerprint", "")[:16],
-                            autotune,
-                            env.get("torch", ""),
-                            env.get("triton", ""),
-                            env.get("gpu", ""),
-                        ]
-                    )
-    head = [
-        "machine",
-        "commit",
-        "op",
-        "pass",
-        "variant|shape|dtype",
-        "mode",
-        "version",
-        "fingerprint",
-        "autotune choice",
-        "torch",
-        "triton",
-        "GPU",
-    ]
-    cells = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    page.write_text(
-        "<!doctype html><meta charset=utf-8><title>kernelwatch provenance</title>"
-        "<style>body{font:13px sans-serif}td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}"
-        "</style><h1>What produced each point</h1><p><a href=index.html>back to the history</a></p><table><tr>"
-        + "".join(f"<th>{h}</th>" for h in head)
-        + "</tr>\n"
-        + cells
-        + "</table>\n"
-    )
+    return site.publish(preview=args.preview)
 
 
 def cmd_check(args) -> int:
@@ -922,4 +754,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the package's module, not this __main__ copy: benchmarks/site.py raises benchmarks.history's
+    # HistoryError, which main() must catch as its own.
+    from benchmarks import history
+
+    sys.exit(history.main())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import history
+from benchmarks import history, provenance, site
 from kernels import backend, benchsuite, registry, spec
 from kernels.dtypes import short
 from tests.test_registry import NEW_VARIANT
@@ -293,7 +293,7 @@ def test_the_provenance_page_lists_backward_cases(tmp_path) -> None:
     (tmp_path / "gpu" / "aaaaaaaa-kernelwatch.json").write_text(
         json.dumps({"commit_hash": "a" * 40, history.PROVENANCE_KEY: {"ops": {"layernorm": record}}})
     )
-    history.write_provenance_page(tmp_path, tmp_path / "provenance.html")
+    provenance.write_page(tmp_path, tmp_path / "provenance.html")
     page = (tmp_path / "provenance.html").read_text()
     assert "<td>layernorm</td><td>fwd</td>" in page and "<td>layernorm</td><td>bwd</td>" in page
 
@@ -390,10 +390,10 @@ def test_the_committed_history_publishes(tmp_path) -> None:
     assert len(index["revision_to_hash"]) >= 5
     graphs = list((tmp_path / "html" / "graphs").rglob("ops.Softmax.track_time.json"))
     assert graphs and any(json.loads(g.read_text()) for g in graphs)
-    history.write_provenance_page(ROOT / config["results_dir"], tmp_path / "html" / "provenance.html")
+    provenance.write_page(ROOT / config["results_dir"], tmp_path / "html" / "provenance.html")
     assert "src1:" in (tmp_path / "html" / "provenance.html").read_text()
     # The page must render with no network: every script and stylesheet it loads is a local file.
-    history.make_offline(tmp_path / "html")
+    site.make_offline(tmp_path / "html")
     page = (tmp_path / "html" / "index.html").read_text()
     assert "https://" not in "".join(re.findall(r"<(?:script|link)[^>]*>", page))
     for local in re.findall(r'(?:src|href)="(vendor/[^"]+)"', page):
@@ -406,7 +406,7 @@ def test_an_unknown_cdn_script_fails_publishing(tmp_path) -> None:
         '<script src="https://cdn.example.com/new-plot-lib.js"></script>'
     )
     with pytest.raises(history.HistoryError, match=r"new-plot-lib\.js from the network"):
-        history.make_offline(tmp_path)
+        site.make_offline(tmp_path)
 
 
 def test_history_files_are_not_run_as_benchmarks() -> None:
