@@ -181,6 +181,14 @@ SPEC = spec.define(
         "q_scale=None, k_scale=None, v_scale=None) -> [B,Hq,Sq,D]",
         dims=("B", "Hq", "Hkv", "Sq", "Sk", "D", "mask"),
         reference=reference,
+        special_values=spec.SpecialValues(
+            inputs=("q", "k", "v"),
+            not_applicable={
+                "q_scale": "a dequantization scale computed from the fp8 tensors, never user data",
+                "k_scale": "a dequantization scale computed from the fp8 tensors, never user data",
+                "v_scale": "a dequantization scale computed from the fp8 tensors, never user data",
+            },
+        ),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(
             (*i["q"].shape[:3], i["v"].shape[3]), dtype=_out_dtype(i["q"]), device=i["q"].device

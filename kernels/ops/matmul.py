@@ -145,6 +145,13 @@ SPEC = spec.define(
         "scale_a=None, scale_b=None) -> [M,N]",
         dims=("M", "N", "K"),
         reference=reference,
+        special_values=spec.SpecialValues(
+            inputs=("a", "b", "bias"),
+            not_applicable={
+                "scale_a": "a dequantization scale from the quantizer, never user data",
+                "scale_b": "a dequantization scale from the quantizer, never user data",
+            },
+        ),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(
             (i["a"].shape[0], i["b"].shape[1]), dtype=_out_dtype(i["a"]), device=i["a"].device

@@ -149,6 +149,7 @@ SPEC = spec.define(
         ),
         dims=("B", "H", "S", "D", "window"),
         reference=reference,
+        special_values=spec.SpecialValues(inputs=("q1", "k1", "q2", "k2", "v")),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(i["q1"].shape, dtype=i["q1"].dtype, device=i["q1"].device),
         problem_shape=lambda i: (*i["q1"].shape, i["window"]),
