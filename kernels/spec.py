@@ -38,13 +38,28 @@ class SpecialValues:
     mode: str | None = None
     """The input mode the test uses (one is enough); None: each variant's first."""
     differences: dict[str, str] = field(default_factory=dict)
-    """Deliberate differences from the reference, kind (one of ``KINDS``) -> the reason. The test on that kind is
-    then a strict expected failure, so a variant that comes to match the reference makes the declaration fail."""
+    """Known differences from the reference, ``"variant:kind"`` or ``"variant:kind:dtype"`` (fnmatch patterns, kind
+    one of ``KINDS``, dtype as in test ids: f32, bf16) -> the reason. The test is then a strict expected failure, so
+    a variant that comes to match the reference makes the declaration fail and it must be removed."""
+
+    def differs(self, variant: str, kind: str, dtype: str) -> str | None:
+        """The declared reason why ``variant`` differs from the reference on ``kind`` at ``dtype``, or None."""
+        import fnmatch
+
+        for key, reason in self.differences.items():
+            pattern = key if key.count(":") == 2 else f"{key}:*"
+            if fnmatch.fnmatchcase(f"{variant}:{kind}:{dtype}", pattern):
+                return reason
+        return None
 
     def __post_init__(self) -> None:
-        for kind, reason in self.differences.items():
-            if kind not in KINDS or not reason:
-                raise ValueError(f"special-value difference {kind!r} must be one of {KINDS} and give a reason")
+        for key, reason in self.differences.items():
+            parts = key.split(":")
+            if len(parts) not in (2, 3) or parts[1] not in KINDS or not reason:
+                raise ValueError(
+                    f"special-value difference {key!r}: write 'variant:kind[:dtype]' with kind one of {KINDS}, "
+                    "and give a reason"
+                )
         for name, reason in self.not_applicable.items():
             if not reason:
                 raise ValueError(f"special values not applicable to {name!r}: give a reason")

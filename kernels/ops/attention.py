@@ -188,6 +188,14 @@ SPEC = spec.define(
                 "k_scale": "a dequantization scale computed from the fp8 tensors, never user data",
                 "v_scale": "a dequantization scale computed from the fp8 tensors, never user data",
             },
+            differences={
+                "flash:inf": "open (issue 16): an infinite score leaves the flash kernels' rows finite where torch's "
+                "softmax makes them NaN (inf - inf); not yet diagnosed",
+                "flash_autotuned:inf": "open (issue 16): the flash kernel's behaviour, as for flash",
+                "flash_hopper:inf:f16": "open (issue 16): the flash kernel's behaviour, as for flash",
+                "fp8:nan": "open (issue 16): a NaN fp8 code does not propagate through the fp8 kernel under the "
+                "interpreter; not yet checked on a GPU",
+            },
         ),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(
