@@ -18,6 +18,55 @@ Shape = tuple[int, ...]
 Inputs = dict[str, Any]
 
 
+KINDS = ("nan", "inf", "masked")
+"""The special-value cases of tests/test_special_values.py: a NaN in each named input, a +inf and a -inf in each,
+and one row of each ``masked_rows`` input wholly -inf (a fully masked row of scores or logits)."""
+
+
+@dataclass(frozen=True)
+class SpecialValues:
+    """How an op meets NaN and ±inf: which inputs take them, which cannot (and why), and any deliberate
+    difference from the reference on them. tests/test_special_values.py feeds them to every variant and compares
+    with the reference in float64 (NaN positions exactly); docs/correctness.md describes each op's behaviour."""
+
+    inputs: tuple[str, ...]
+    """Floating inputs that receive NaN, +inf and -inf."""
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    """Every other tensor input, with why special values make no sense in it (integer codes, an index)."""
+    masked_rows: tuple[str, ...] = ()
+    """Inputs in which a whole row (along the last dim) of -inf is meaningful: softmax's x, cross-entropy's logits."""
+    mode: str | None = None
+    """The input mode the test uses (one is enough); None: each variant's first."""
+    differences: dict[str, str] = field(default_factory=dict)
+    """Known differences from the reference, ``"variant:kind"`` or ``"variant:kind:dtype"`` (fnmatch patterns, kind
+    one of ``KINDS``, dtype as in test ids: f32, bf16) -> the reason. The test is then a strict expected failure, so
+    a variant that comes to match the reference makes the declaration fail and it must be removed."""
+
+    def differs(self, variant: str, kind: str, dtype: str) -> str | None:
+        """The declared reason why ``variant`` differs from the reference on ``kind`` at ``dtype``, or None."""
+        import fnmatch
+
+        for key, reason in self.differences.items():
+            pattern = key if key.count(":") == 2 else f"{key}:*"
+            if fnmatch.fnmatchcase(f"{variant}:{kind}:{dtype}", pattern):
+                return reason
+        return None
+
+    def __post_init__(self) -> None:
+        for key, reason in self.differences.items():
+            parts = key.split(":")
+            if len(parts) not in (2, 3) or parts[1] not in KINDS or not reason:
+                raise ValueError(
+                    f"special-value difference {key!r}: write 'variant:kind[:dtype]' with kind one of {KINDS}, "
+                    "and give a reason"
+                )
+        for name, reason in self.not_applicable.items():
+            if not reason:
+                raise ValueError(f"special values not applicable to {name!r}: give a reason")
+        if not self.inputs and not self.not_applicable:
+            raise ValueError("special values: name the inputs that take them, or say why none can")
+
+
 @dataclass(frozen=True)
 class OpSpec:
     name: str
@@ -94,6 +143,9 @@ class OpSpec:
     can be written in the forward pass (cross-entropy) names its own."""
     backward_flops: Callable[[Shape], int] | None = None
     """FLOPs of the backward pass. None: twice the forward's (a gradient for each of a product's two operands)."""
+    special_values: SpecialValues | None = None
+    """NaN and ±inf: which inputs take them and any deliberate difference from the reference. Every op declares it
+    (tests/test_special_values.py fails on an op that does not)."""
 
     def tolerance(self, dtype: torch.dtype, operand_dtype: torch.dtype | None = None) -> _tol.Tolerance:
         """The tolerance for a result of ``dtype``. An override for the operand dtype wins (an fp8 matmul writes

@@ -35,6 +35,7 @@ SPEC = spec.define(
         signature="add(x[*], y[*]) -> [*]",
         dims=("n",),
         reference=lambda x, y: x + y,
+        special_values=spec.SpecialValues(inputs=("x", "y")),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(i["x"].shape, dtype=i["x"].dtype, device=i["x"].device),
         problem_shape=lambda i: (i["x"].numel(),),

@@ -181,6 +181,22 @@ SPEC = spec.define(
         "q_scale=None, k_scale=None, v_scale=None) -> [B,Hq,Sq,D]",
         dims=("B", "Hq", "Hkv", "Sq", "Sk", "D", "mask"),
         reference=reference,
+        special_values=spec.SpecialValues(
+            inputs=("q", "k", "v"),
+            not_applicable={
+                "q_scale": "a dequantization scale computed from the fp8 tensors, never user data",
+                "k_scale": "a dequantization scale computed from the fp8 tensors, never user data",
+                "v_scale": "a dequantization scale computed from the fp8 tensors, never user data",
+            },
+            differences={
+                "flash:inf": "open (issue 16): an infinite score leaves the flash kernels' rows finite where torch's "
+                "softmax makes them NaN (inf - inf); not yet diagnosed",
+                "flash_autotuned:inf": "open (issue 16): the flash kernel's behaviour, as for flash",
+                "flash_hopper:inf:f16": "open (issue 16): the flash kernel's behaviour, as for flash",
+                "fp8:nan": "open (issue 16): a NaN fp8 code does not propagate through the fp8 kernel under the "
+                "interpreter; not yet checked on a GPU",
+            },
+        ),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(
             (*i["q"].shape[:3], i["v"].shape[3]), dtype=_out_dtype(i["q"]), device=i["q"].device

@@ -202,6 +202,7 @@ SPEC = spec.define(
         "relu=False) -> [N,K,P,Q] in x's memory format",
         dims=("N", "C", "H", "W", "K", "R", "S", "stride", "dilation"),
         reference=reference,
+        special_values=spec.SpecialValues(inputs=("x", "weight", "bias")),
         make_inputs=_make_inputs,
         make_output=_make_output,
         problem_shape=_problem_shape,

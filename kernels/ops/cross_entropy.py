@@ -119,6 +119,12 @@ SPEC = spec.define(
         "reduction='mean'|'sum'|'none') -> float32 [] or [T]",
         dims=("tokens", "vocab"),
         reference=reference,
+        special_values=spec.SpecialValues(
+            inputs=("logits",),
+            not_applicable={"target": "int64 class indices"},
+            masked_rows=("logits",),
+            mode="none",
+        ),
         make_inputs=_make_inputs,
         make_output=_make_output,
         problem_shape=lambda i: tuple(i["logits"].shape),

@@ -86,6 +86,12 @@ SPEC = spec.define(
         signature="dequantize(q[rows,cols], scale[1|rows, 1|cols/128], *, granularity, dtype) -> [rows,cols]",
         dims=("rows", "cols"),
         reference=reference,
+        special_values=spec.SpecialValues(
+            inputs=("scale",),
+            not_applicable={
+                "q": "quantized codes: their NaN encodings are the quantizer's output, tested with quantize"
+            },
+        ),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(tuple(i["q"].shape), dtype=i["dtype"], device=i["q"].device),
         problem_shape=lambda i: tuple(i["q"].shape),

@@ -29,8 +29,11 @@ SEED_RANGE = (0, 2**63 - 1)
 
 
 def reference(x, p, seed, out):
-    """``x`` where ``out`` kept it, scaled by ``1 / (1 - p)``; 0 where ``out`` dropped it."""
-    return x * (out != 0).to(x.dtype) / (1.0 - p)
+    """``x`` where ``out`` kept it, scaled by ``1 / (1 - p)``; ``x * 0`` where ``out`` dropped it: 0 for a finite
+    ``x``, NaN for a NaN or an infinity, as torch's dropout gives. A dropped infinity is the one NaN in ``out`` whose
+    ``x`` is not NaN, so it is read as dropped."""
+    kept = (out != 0) & ~(torch.isinf(x) & torch.isnan(out))
+    return x * kept.to(x.dtype) / (1.0 - p)
 
 
 def _validate(inputs: spec.Inputs) -> None:
@@ -72,6 +75,7 @@ SPEC = spec.define(
         signature="dropout(x[*], *, p, seed) -> [*]   (keep with probability 1 - p, scale by 1 / (1 - p))",
         dims=("n",),
         reference=reference,
+        special_values=spec.SpecialValues(inputs=("x",)),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(i["x"].shape, dtype=i["x"].dtype, device=i["x"].device),
         problem_shape=lambda i: (math.prod(i["x"].shape),),

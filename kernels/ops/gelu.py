@@ -55,6 +55,7 @@ SPEC = spec.define(
         signature="gelu(x[*], *, approximate='none'|'tanh') -> [*]",
         dims=("n",),
         reference=reference,
+        special_values=spec.SpecialValues(inputs=("x",)),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(i["x"].shape, dtype=i["x"].dtype, device=i["x"].device),
         problem_shape=lambda i: (i["x"].numel(),),

@@ -104,6 +104,16 @@ SPEC = spec.define(
         signature="int8_matmul(x[M,K], w[N,K] int8, scale[N] float32) -> [M,N]",
         dims=("M", "N", "K"),
         reference=reference,
+        special_values=spec.SpecialValues(
+            inputs=("x", "scale"),
+            not_applicable={"w": "int8 codes"},
+            differences={
+                "*:inf:f16": "open (issue 16): with an infinite activation or scale the kernels and the reference "
+                "(x @ (w * scale)) meet inf * 0 and inf - inf at different places; not yet diagnosed",
+                "autotuned:inf:f32": "open (issue 16): as at f16",
+                "splitk:inf:f32": "open (issue 16): as at f16",
+            },
+        ),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty((i["x"].shape[0], i["w"].shape[0]), dtype=i["x"].dtype, device=i["x"].device),
         problem_shape=lambda i: (i["x"].shape[0], i["w"].shape[0], i["x"].shape[1]),

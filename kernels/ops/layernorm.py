@@ -101,6 +101,7 @@ SPEC = spec.define(
         signature="layernorm(x[..., cols], weight[cols], bias[cols], *, eps=1e-5) -> [..., cols]   (over the last dim)",
         dims=("rows", "cols"),
         reference=reference,
+        special_values=spec.SpecialValues(inputs=("x", "weight", "bias")),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(i["x"].shape, dtype=i["x"].dtype, device=i["x"].device),
         problem_shape=_shape,

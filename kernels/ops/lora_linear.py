@@ -93,6 +93,15 @@ SPEC = spec.define(
         signature="lora_linear(x[M,K], w[N,K], a[rank,K], b[N,rank], *, scale=1.0) -> [M,N]",
         dims=("M", "N", "K", "rank"),
         reference=reference,
+        special_values=spec.SpecialValues(
+            inputs=("x", "w", "a", "b"),
+            differences={
+                "*:inf:f16": "open (issue 16): with an infinite input the kernels and the reference meet inf - inf "
+                "at different places (the low-rank path and the base product are summed in a different order); "
+                "not yet diagnosed",
+                "fused:inf:f32": "open (issue 16): as at f16",
+            },
+        ),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty((i["x"].shape[0], i["w"].shape[0]), dtype=i["x"].dtype, device=i["x"].device),
         problem_shape=lambda i: (i["x"].shape[0], i["w"].shape[0], i["x"].shape[1], i["a"].shape[0]),

@@ -131,6 +131,7 @@ SPEC = spec.define(
         signature="nf4_dequantize(packed[n/2] u8, absmax[ceil(n/64)] f32, *, shape, dtype) -> [shape]",
         dims=("n",),
         reference=reference,
+        special_values=spec.SpecialValues(inputs=("absmax",), not_applicable={"packed": "4-bit codes packed in uint8"}),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(tuple(i["shape"]), dtype=i["dtype"], device=i["packed"].device),
         problem_shape=lambda i: (_count(i["shape"]),),

@@ -87,6 +87,7 @@ SPEC = spec.define(
         signature="quantize(x[rows,cols], *, qdtype, granularity) -> (q[rows,cols], scale[1|rows, 1|cols/128])",
         dims=("rows", "cols"),
         reference=reference,
+        special_values=spec.SpecialValues(inputs=("x",)),
         make_inputs=_make_inputs,
         make_output=_make_output,
         problem_shape=lambda i: tuple(i["x"].shape),

@@ -98,6 +98,7 @@ SPEC = spec.define(
         "or (out, x + residual) with a residual   (over the last dim)",
         dims=("rows", "cols"),
         reference=reference,
+        special_values=spec.SpecialValues(inputs=("x", "weight", "residual")),
         make_inputs=_make_inputs,
         make_output=_make_output,
         problem_shape=_shape,

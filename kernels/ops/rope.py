@@ -99,6 +99,7 @@ SPEC = spec.define(
         signature="rope(q[B,Hq,S,D], k[B,Hk,S,D], cos[S,D], sin[S,D]) -> (q_rot[B,Hq,S,D], k_rot[B,Hk,S,D])",
         dims=("batch", "q_heads", "kv_heads", "seq", "head_dim"),
         reference=reference,
+        special_values=spec.SpecialValues(inputs=("q", "k", "cos", "sin")),
         make_inputs=_make_inputs,
         make_output=_make_output,
         problem_shape=lambda i: (

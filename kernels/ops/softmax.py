@@ -55,6 +55,7 @@ SPEC = spec.define(
         signature="softmax(x[..., cols]) -> [..., cols]   (over the last dim)",
         dims=("rows", "cols"),
         reference=lambda x: torch.softmax(x, dim=-1),
+        special_values=spec.SpecialValues(inputs=("x",), masked_rows=("x",)),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(i["x"].shape, dtype=i["x"].dtype, device=i["x"].device),
         problem_shape=_shape,

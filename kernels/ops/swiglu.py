@@ -49,6 +49,7 @@ SPEC = spec.define(
         signature="swiglu(gate[*], up[*]) -> [*]   (silu(gate) * up)",
         dims=("n",),
         reference=reference,
+        special_values=spec.SpecialValues(inputs=("gate", "up")),
         make_inputs=_make_inputs,
         make_output=lambda i: torch.empty(i["gate"].shape, dtype=i["gate"].dtype, device=i["gate"].device),
         problem_shape=lambda i: (i["gate"].numel(),),

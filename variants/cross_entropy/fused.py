@@ -70,9 +70,11 @@ def _cross_entropy_fused_kernel(
             cols = start + col_offsets
             in_row = cols < vocab
             x = tl.load(logits_row + cols, mask=in_row, other=float("-inf")).to(tl.float32)
-            new_max = tl.maximum(max_lanes, x)
+            # NaN propagates, as in torch: the NaN-ignoring default of tl.maximum/tl.minimum on a GPU would count a
+            # NaN logit as exp(0).
+            new_max = tl.maximum(max_lanes, x, propagate_nan=tl.PropagateNan.ALL)
             # One exp per element: whichever of the old max and x is smaller is scaled by exp(smaller - larger).
-            scale = tl.exp(tl.minimum(max_lanes, x) - new_max)
+            scale = tl.exp(tl.minimum(max_lanes, x, propagate_nan=tl.PropagateNan.ALL) - new_max)
             sum_lanes = tl.where(x > max_lanes, sum_lanes * scale + 1.0, sum_lanes + scale)
             max_lanes = new_max
             logit_sum_lanes += tl.where(in_row, x, 0.0)
@@ -80,7 +82,9 @@ def _cross_entropy_fused_kernel(
         row_sum = tl.sum(sum_lanes * tl.exp(max_lanes - row_max), axis=0)
         lse = row_max + tl.log(row_sum)
         mean_logit = tl.sum(logit_sum_lanes, axis=0) / vocab
-        loss = (1.0 - label_smoothing) * (lse - target_logit) + label_smoothing * (lse - mean_logit)
+        # The smoothing term only where there is smoothing: 0 * (lse - mean_logit) is NaN when a logit is -inf.
+        smoothing = tl.where(label_smoothing != 0.0, label_smoothing * (lse - mean_logit), 0.0)
+        loss = (1.0 - label_smoothing) * (lse - target_logit) + smoothing
         tl.store(loss_ptr + row, loss)
 
         if WRITE_GRAD:
@@ -136,7 +140,7 @@ def _backward(inputs, out, grad_out):
 
 
 @register(
-    op="cross_entropy", name="fused", version="1.1.1", dtypes=FLOATS, modes=MODES, backward=_backward, backward_reads=()
+    op="cross_entropy", name="fused", version="1.1.2", dtypes=FLOATS, modes=MODES, backward=_backward, backward_reads=()
 )
 def cross_entropy_fused(logits, target, ignore_index, label_smoothing, reduction, *, out, stash):
     """Online logsumexp per row, and the row's gradient written in the same program."""

@@ -30,7 +30,9 @@ def _apply_mask_kernel(x_ptr, mask_ptr, out_ptr, n, scale, BLOCK: tl.constexpr):
     in_bounds = offsets < n
     x = tl.load(x_ptr + offsets, mask=in_bounds).to(tl.float32)
     keep = tl.load(mask_ptr + offsets, mask=in_bounds) != 0
-    y = tl.where(keep, x * scale, 0.0)
+    # x times 0 or the scale, as torch computes it: a dropped NaN or inf stays NaN (NaN * 0), so a NaN in the
+    # input is never hidden by the draw of the mask.
+    y = x * tl.where(keep, scale, 0.0)
     tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=in_bounds)
 
 
@@ -46,7 +48,7 @@ def _backward(inputs, out, grad_out):
     return {"x": _apply(grad_out, inputs["stash"]["mask"], dx, float(inputs["p"]))}
 
 
-@register(op="dropout", name="naive", version="1.1.0", dtypes=FLOATS, backward=_backward, backward_reads=())
+@register(op="dropout", name="naive", version="1.1.1", dtypes=FLOATS, backward=_backward, backward_reads=())
 def dropout_naive(x, p, seed, *, out, stash):
     """Draw the mask into memory, then apply it; backward reapplies the stored mask."""
     p = float(p)

@@ -23,7 +23,9 @@ def _dropout_seeded_kernel(x_ptr, out_ptr, n, p, scale, seed, BLOCK: tl.constexp
     in_bounds = offsets < n
     x = tl.load(x_ptr + offsets, mask=in_bounds).to(tl.float32)
     keep = keep_mask(seed, groups, p)
-    y = tl.where(keep, x * scale, 0.0)
+    # x times 0 or the scale, as torch computes it: a dropped NaN or inf stays NaN (NaN * 0), so a NaN in the
+    # input is never hidden by the draw of the mask.
+    y = x * tl.where(keep, scale, 0.0)
     tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=in_bounds)
 
 
@@ -40,7 +42,7 @@ def _backward(inputs, out, grad_out):
     return {"x": _launch(grad_out, dx, inputs["p"], inputs["seed"])}
 
 
-@register(op="dropout", name="seeded", version="1.1.0", dtypes=FLOATS, backward=_backward, backward_reads=())
+@register(op="dropout", name="seeded", version="1.1.1", dtypes=FLOATS, backward=_backward, backward_reads=())
 def dropout_seeded(x, p, seed, *, out):
     """Mask drawn in registers from the seed; backward redraws it instead of storing it."""
     return _launch(x, out, p, seed)

@@ -37,7 +37,7 @@ _softmax_autotuned_kernel = autotune(
 @register(
     op="softmax",
     name="autotuned",
-    version="1.0.2",
+    version="1.0.3",
     dtypes=FLOATS,
     backward=softmax_backward,
 )

@@ -27,10 +27,12 @@ def _softmax_online_kernel(x_ptr, out_ptr, x_row_stride, out_row_stride, cols, B
     for start in range(0, cols, BLOCK_COLS):
         cols_idx = start + col_offsets
         x = tl.load(x_row + cols_idx, mask=cols_idx < cols, other=float("-inf")).to(tl.float32)
-        new_max = tl.maximum(max_lanes, x)
+        # NaN must propagate as in torch (a row holding a NaN is all NaN). tl.maximum and tl.minimum default to
+        # NaN-ignoring maxnum/minnum on a GPU, which counted a NaN as exp(0) and left the rest of its row finite.
+        new_max = tl.maximum(max_lanes, x, propagate_nan=tl.PropagateNan.ALL)
         # One exp per element: of the old max and the new x, whichever is smaller is scaled by
         # exp(smaller - larger), which is exp(-inf) = 0 for padding.
-        scale = tl.exp(tl.minimum(max_lanes, x) - new_max)
+        scale = tl.exp(tl.minimum(max_lanes, x, propagate_nan=tl.PropagateNan.ALL) - new_max)
         sum_lanes = tl.where(x > max_lanes, sum_lanes * scale + 1.0, sum_lanes + scale)
         max_lanes = new_max
     row_max = tl.max(max_lanes, axis=0)
@@ -44,7 +46,7 @@ def _softmax_online_kernel(x_ptr, out_ptr, x_row_stride, out_row_stride, cols, B
         tl.store(out_row + cols_idx, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@register(op="softmax", name="online", version="1.0.1", dtypes=FLOATS, backward=softmax_backward)
+@register(op="softmax", name="online", version="1.0.2", dtypes=FLOATS, backward=softmax_backward)
 def softmax_online(x, *, out):
     """Online max and sum in one pass over each row, then a pass that writes the output."""
     x_rows, out_rows = as_rows(x), as_rows(out)
