@@ -101,6 +101,63 @@ def test_every_command_in_the_docs_is_accepted(page: str, command: str) -> None:
         pytest.fail(f"{page}: `{command}` is rejected by python -m kernels (exit {exc.code})")
 
 
+_ITEM = re.compile(r"^( *)(?:[-*+]|\d+\.) +\S")
+_FENCE_LINE = re.compile(r"^ *(```|~~~)")
+
+
+def lists_run_into_paragraphs(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of each list item that Python-Markdown (what mkdocs renders with) would fold into the
+    paragraph above it: an item right after a line of text, with no blank line between, unless that text belongs to an
+    item of the same list (a sibling, or a list nested 4 spaces deeper, as Python-Markdown nests). Fenced code and
+    headings end a block as a blank line does."""
+    found: list[tuple[int, str]] = []
+    fence = None
+    boundary = True  # the previous line ended a block: blank, a heading or a fence
+    block_item: int | None = None  # indentation of the item this block (paragraph) started with, or None for text
+    prev_is_item = False
+    for number, line in enumerate(text.splitlines(), 1):
+        opener = _FENCE_LINE.match(line)
+        if fence is not None:
+            if opener and opener.group(1) == fence:
+                fence, boundary = None, True
+            continue
+        if opener:
+            fence, boundary = opener.group(1), True
+            continue
+        if not line.strip() or line.startswith("#"):
+            boundary, block_item, prev_is_item = True, None, False
+            continue
+        item = _ITEM.match(line)
+        if item:
+            indent = len(item.group(1))
+            if boundary:
+                block_item = indent
+            elif block_item is None or (block_item < indent < block_item + 4 and not prev_is_item):
+                found.append((number, line))  # the list's first item: its siblings fold with it
+                block_item = indent
+        elif boundary:
+            block_item = None
+        boundary, prev_is_item = False, bool(item)
+    return found
+
+
+def test_the_list_check_sees_what_python_markdown_folds() -> None:
+    assert lists_run_into_paragraphs("Text:\n- a\n- b\n") == [(2, "- a")]
+    assert lists_run_into_paragraphs("Text:\n\n- a\n  more\n- b\n    - nested\n\n1. c\n") == []
+    assert lists_run_into_paragraphs("- a\n  text:\n  - b\n") == [(3, "  - b")]
+    assert lists_run_into_paragraphs("1. a\n\n   para\n2. b\n") == [(4, "2. b")]
+    assert lists_run_into_paragraphs("## Head\n- a\n```\nx\n- not a list\n```\n") == []
+
+
+@pytest.mark.parametrize("page", [*PAGES, *sorted((ROOT / "docs").rglob("*/*.md"))], ids=lambda p: p.name)
+def test_every_list_is_preceded_by_a_blank_line(page: Path) -> None:
+    """A list right after a line of text renders as a run-on paragraph ("... as follows: - a - b"). The support
+    matrix page is generated (kernels/support.py), so a miss there is the generator's."""
+    bad = lists_run_into_paragraphs(page.read_text())
+    where = "; ".join(f"line {n}: {line.strip()[:60]}" for n, line in bad)
+    assert not bad, f"{page.relative_to(ROOT)}: add a blank line before (or indent a nested list 4 spaces): {where}"
+
+
 def test_the_site_lists_every_page() -> None:
     config = (ROOT / "mkdocs.yml").read_text()
     for page in sorted((ROOT / "docs").glob("*.md")):
