@@ -162,3 +162,51 @@ def test_the_site_lists_every_page() -> None:
     config = (ROOT / "mkdocs.yml").read_text()
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f": {page.name}" in config, f"docs/{page.name} is not in mkdocs.yml's nav"
+
+
+def test_the_offline_check_finds_what_a_browser_would_fetch(tmp_path) -> None:
+    from tests import site_offline
+
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "mermaid-1.0.0.min.js").write_text("")
+    pages = {
+        "fonts.html": '<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">',
+        "diagram.html": '<pre class="mermaid">flowchart LR</pre><script src="assets/bundle.js"></script>',
+        "fine.html": '<a href="https://github.com/x/y">a link is fine</a><script src="js/mermaid-1.0.0.min.js">'
+        '</script><pre class="mermaid">flowchart LR</pre>',
+    }
+    for name, text in pages.items():
+        (tmp_path / name).write_text(text)
+    found = site_offline.problems(tmp_path)
+    assert any(p.startswith("fonts.html: <link> fetches https://fonts.googleapis.com") for p in found), found
+    assert any(p.startswith("diagram.html: has a mermaid diagram but loads no mermaid") for p in found), found
+    assert not [p for p in found if p.startswith("fine.html")], found
+
+
+def test_the_site_is_configured_to_work_offline() -> None:
+    """What the built site's check (`nox -s docs` runs tests/site_offline.py) needs of mkdocs.yml: no web fonts, and a
+    vendored, pinned mermaid that Material uses instead of its CDN's."""
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert re.search(r"^  font: false$", config, re.M), "Material fetches Google Fonts unless font: false"
+    scripts = re.findall(r"^  - (js/mermaid-[\d.]+\.min\.js)", config, re.M)
+    assert scripts and (ROOT / "docs" / scripts[0]).stat().st_size > 1_000_000, "vendor a mermaid build under docs/js"
+    assert "mermaid" in (ROOT / "docs" / "architecture.md").read_text()
+
+
+def test_the_built_site_fetches_nothing_from_another_host(tmp_path) -> None:
+    """Builds the site where mkdocs is installed (the docs session runs the same check on every build)."""
+    import shutil
+    import subprocess
+
+    from tests import site_offline
+
+    mkdocs = shutil.which("mkdocs")
+    if mkdocs is None:
+        pytest.skip("mkdocs is not installed here; `nox -s docs` runs this check after its build")
+    subprocess.run(
+        [mkdocs, "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        check=True,
+        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert site_offline.problems(tmp_path / "site") == []
