@@ -308,6 +308,9 @@ def docs(session: nox.Session) -> None:
     """The documentation site (mkdocs, material theme), built with --strict into .site/."""
     session.install(*MKDOCS)
     session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+    # The site must work offline: no page may fetch a script, stylesheet or font from another host.
+    if "-d" not in session.posargs and "--site-dir" not in session.posargs:
+        session.run("python", "tests/site_offline.py", ".site")
 
 
 @nox.session

@@ -87,7 +87,10 @@ def support(case: Case, *, machine: bool = True) -> str | None:
     ``machine=False`` asks only what the case itself settles (dtype, mode, the variant's limits, a backward), which is
     what enumerating cases needs: the suite and the asv grid are the same on every machine, and a case this machine
     cannot run (no interpreter support, a GPU below the variant's compute capability) is reported as skipped with the
-    reason, not left out. ``machine=True`` adds those checks first, as every call on this machine needs."""
+    reason, not left out. ``machine=True`` adds those checks first, as every call on this machine needs, and last
+    the known breakages of this backend and Triton version (``kernels/known_failures.py``): a case the manifest
+    declares broken is refused, naming the upstream issue, rather than run to a wrong answer (the tests lift that
+    refusal to run the kernel into their strict expected failures, ``known_failures.lifted``)."""
     v = case.variant
     reason = v.unsupported_backend() if machine else None
     reason = reason or v.unsupported_dtype(case.dtype) or v.unsupported_mode(case.mode, case.dtype)
@@ -95,7 +98,19 @@ def support(case: Case, *, machine: bool = True) -> str | None:
         # Only a problem with elements launches a kernel: for an empty one, dispatch returns the reference's empty or
         # constant result (with autograd connected), so neither the variant's limits nor its backward bind.
         reason = v.unsupported_shape(case.shape) or v.unsupported_pass(case.direction)
+        if reason is None and machine:
+            reason = _known_failure(case)
     return reason
+
+
+def _known_failure(case: Case) -> str | None:
+    import triton
+
+    from kernels import known_failures
+
+    return known_failures.refusal(
+        op=case.op, variant=case.variant.name, dtype=case.dtype, backend=backend.name(), triton=triton.__version__
+    )
 
 
 def session_seed() -> int:

@@ -106,9 +106,12 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
     from kernels import backend, bench, timing
 
-    if backend.name() != "cuda":
+    # Asked without backend.name(), which raises where there is neither a GPU nor the interpreter.
+    if backend.interpreting() or not torch.cuda.is_available():
         print(
             "error: bench needs a CUDA GPU (timings of Triton's interpreter say nothing about a GPU); "
             "run it on a GPU machine with TRITON_INTERPRET unset",
@@ -223,3 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     except kernels.VariantImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except kernels.KernelInputError as exc:
+        # A bad request (an unknown variant, a dtype the op does not take): one line, no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

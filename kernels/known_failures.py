@@ -2,11 +2,20 @@
 
 Each entry becomes a *strict* expected failure on the tests it names, so the day upstream fixes the bug the
 test passes, the run fails, and the entry must be removed. Never loosen a tolerance or skip a test instead.
+
+An entry also holds at run time (``at_run_time``, the default): ``kernels.cases.support`` refuses every call of a
+case it covers with an ``UnsupportedError`` naming the upstream issue, so the public API, the benchmarks and the bench
+command never hand back the wrong answers the tests expect. The tests that measure the gap run the kernel with the
+refusal lifted (``lifted()``, which tests/conftest.py enters for every generated case), so their strict expected
+failure still flips the day upstream fixes the bug.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import fnmatch
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -38,22 +47,36 @@ class KnownFailure:
     """First affected Triton version (inclusive)."""
     triton_below: str | None = None
     """First fixed Triton version (exclusive bound); None while unfixed."""
+    at_run_time: bool = True
+    """Every call of a covered case is broken, not only the named tests (a wrong answer, a crash): ``refusal`` makes
+    ``kernels.cases.support`` refuse it. False for a breakage of the tests' own machinery alone."""
 
     def covers(self, op: str, variant: str) -> bool:
         return any(fnmatch.fnmatchcase(f"{op}.{variant}", pattern) for pattern in self.variants)
 
-    def matches(self, *, op: str, variant: str, dtype: torch.dtype, backend: str, test: str, triton: str) -> bool:
+    def applies(self, *, op: str, variant: str, dtype: torch.dtype, backend: str, triton: str) -> bool:
+        """The bug is present for this case on this backend and Triton version (whatever the test)."""
         return (
             self.covers(op, variant)
             and (self.dtypes is None or dtype in self.dtypes)
             and backend == self.backend
-            and test in self.tests
             and _version(triton) >= _version(self.triton_min)
             and (self.triton_below is None or _version(triton) < _version(self.triton_below))
         )
 
+    def matches(self, *, op: str, variant: str, dtype: torch.dtype, backend: str, test: str, triton: str) -> bool:
+        return test in self.tests and self.applies(op=op, variant=variant, dtype=dtype, backend=backend, triton=triton)
+
     def describe(self) -> str:
         return f"known failure: {self.reason} ({self.link})"
+
+    def refuse(self, *, op: str, variant: str, dtype: torch.dtype, backend: str, triton: str) -> str:
+        """The run-time refusal's reason: what is broken, where, and the upstream issue."""
+        where = "Triton's interpreter" if backend == "interpreter" else "CUDA"
+        return (
+            f"{op}.{variant} on {str(dtype).removeprefix('torch.')} is refused in {where} with triton {triton}, "
+            f"which would give wrong results: {self.reason} ({self.link})"
+        )
 
 
 # Tests a gap in the arithmetic of a dtype breaks: anything that compares values.
@@ -80,6 +103,31 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         reason="the interpreter stores bf16 as uint16 and tl.dot multiplies the bit patterns",
     ),
 )
+
+
+_LIFTED: contextvars.ContextVar[bool] = contextvars.ContextVar("kernelwatch_known_failures_lifted", default=False)
+
+
+@contextlib.contextmanager
+def lifted() -> Iterator[None]:
+    """Run covered cases anyway, inside this block: for the tests, whose strict expected failures must meet the bug
+    itself (and so pass, and fail the run, the day upstream fixes it), never for callers who want an answer."""
+    token = _LIFTED.set(True)
+    try:
+        yield
+    finally:
+        _LIFTED.reset(token)
+
+
+def refusal(*, op: str, variant: str, dtype: torch.dtype, backend: str, triton: str) -> str | None:
+    """Why a call of this case is refused at run time (an ``at_run_time`` entry applies), or None; None inside
+    ``lifted()``."""
+    if _LIFTED.get():
+        return None
+    for entry in KNOWN_FAILURES:
+        if entry.at_run_time and entry.applies(op=op, variant=variant, dtype=dtype, backend=backend, triton=triton):
+            return entry.refuse(op=op, variant=variant, dtype=dtype, backend=backend, triton=triton)
+    return None
 
 
 def lookup(*, op: str, variant: str, dtype: torch.dtype, backend: str, test: str, triton: str) -> KnownFailure | None:

@@ -22,7 +22,7 @@ import torch
 
 from kernels import backend, spec, usage
 from kernels.dtypes import short
-from kernels.errors import RegistrationError, VariantImportError
+from kernels.errors import KernelInputError, RegistrationError, VariantImportError
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -259,13 +259,18 @@ def variants_of(op: str) -> list[Variant]:
 
 
 def get(op: str, name: str | None = None) -> Variant:
+    """Variant ``name`` of ``op``; None (and only None) picks the op's default. An unknown name, the empty string
+    included, raises ``KernelInputError`` listing the op's variants: a caller's typo never runs another kernel."""
     discover()
     op_spec = spec.get(op)
-    name = name or op_spec.default_variant
-    try:
-        found = _VARIANTS[f"{op}.{name}"]
-    except KeyError:
+    if name is None:
+        name = op_spec.default_variant
+    found = _VARIANTS.get(f"{op}.{name}") if isinstance(name, str) else None
+    if found is None:
         known = ", ".join(v.name for v in variants_of(op))
-        raise KeyError(f"op {op} has no variant {name!r}; its variants are: {known}") from None
+        raise KernelInputError(
+            f"op {op} has no variant {name!r}; its variants are: {known} (or variant=None for the default, "
+            f"{op_spec.default_variant})"
+        )
     usage.used(found)
     return found

@@ -1,8 +1,10 @@
 """``python -m kernels new OP NAME``: start a variant from a file that passes the suite as generated.
 
 The new file registers ``OP.NAME`` with the contract of the op's default (naive) variant: its dtypes, limits,
-modes, backend needs and backward. Its launcher calls that variant's launcher, so the suite passes before any
-Triton code is written. Its docstring says so, and ``python -m kernels list`` shows it. The contributor
+modes, backend needs and backward. It holds a ``@triton.jit`` skeleton to edit in place (a masked, blocked copy of
+the first input into the output) and a ``USE_KERNEL = False`` switch: until the author flips it, its launcher calls
+that variant's launcher, so the suite passes before any Triton code is written. Its docstring says so, and
+``python -m kernels list`` shows it. The contributor
 replaces the body with their kernel, narrows the contract to what the kernel supports, and bumps the version.
 """
 
@@ -25,8 +27,9 @@ TEMPLATE = '''"""{op}, {name}: DELEGATES TO {op}.{base} until edited. It has no 
 
 Written by `python -m kernels new {op} {name}`. It registers the contract of {op}.{base} and calls its
 launcher, so the suite passes as generated. To make it a variant:
-  1. write the Triton kernel below and launch it from `{func}` (write every element of `out`; take scratch
-     from `kernels.memory.empty` so the tests can poison it);
+  1. edit `_kernel` below in place (it is a masked, blocked copy of `{first}` into the output to start from) so
+     that it computes {op}, set `USE_KERNEL = True`, and adapt `_launch` (write every element of `out`; take
+     scratch from `kernels.memory.empty` so the tests can poison it);
   2. narrow the contract (dtypes, limits, modes, min_cc, interpreter) to what the kernel supports, and give it
      its own backward if it has one;
   3. replace this docstring's first line with one line on what the variant does differently;
@@ -35,12 +38,37 @@ See docs/adding-a-variant.md.
 """
 
 import torch
+import triton
+import triton.language as tl
 
 from kernels.registry import register
 from {base_module} import {base_symbol} as _base
 
 # The contract of {op}.{base}, spelled out so that you can narrow it.
 DTYPES = ({dtypes})
+
+# False: `{func}` delegates to {op}.{base}. Set it to True once `_kernel` computes {op}.
+USE_KERNEL = False
+
+
+@triton.jit
+def _kernel(x_ptr, out_ptr, n_elements, BLOCK: tl.constexpr):
+    """The skeleton to edit in place: each program handles one BLOCK of elements, masked at the tail, so that no
+    load or store reaches past the end (the interpreter's bounds check fails the tests on one that would)."""
+    pid = tl.program_id(0)
+    offsets = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n_elements
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0)
+    y = x  # <- the computation goes here (accumulate in float32: x.to(tl.float32))
+    tl.store(out_ptr + offsets, y, mask=mask)
+
+
+def _launch(x, out, BLOCK: int = 1024):
+    """One program per BLOCK of the (contiguous) output; the copy's element count is the smaller of the two."""
+    x, first = x.contiguous(), out[0] if isinstance(out, tuple) else out
+    n_elements = min(x.numel(), first.numel())
+    _kernel[(triton.cdiv(n_elements, BLOCK),)](x, first, n_elements, BLOCK=BLOCK)
+    return out
 
 
 @register(
@@ -57,6 +85,8 @@ DTYPES = ({dtypes})
 )
 def {func}({params}):
     """Delegates to {op}.{base} (scaffold; no kernel of its own yet)."""
+    if USE_KERNEL:
+        return _launch({first}, {first_out})
     return _base.forward({args})
 '''
 
@@ -122,6 +152,8 @@ def render(op: str, name: str) -> str:
         backward=backward,
         params=", ".join(params),
         args=", ".join(args),
+        first=args[0],
+        first_out="out" if "out" in sig.parameters else "None",
     )
 
 

@@ -33,6 +33,7 @@ so the day it is fixed the suite fails until the entry is removed. `—` means t
 the reason follows.
 
 Where each column is checked:
+
 - **interpreter**: `nox -s tests-triton` runs the whole suite under each listed Triton on a CPU; CI runs
   {ci_subset} on every push, and `nox -s tests-cpu` runs {newest}.
 - **sm_90**: `nox -s tests-gpu` on an H100 or H200 with the Triton installed there (`nox -s tests-triton` on a GPU

@@ -67,3 +67,20 @@ def test_a_stale_install_of_ours_is_refused(monkeypatch) -> None:
     monkeypatch.delenv("KERNELWATCH_ALLOW_FOREIGN_TREE", raising=False)
     with pytest.raises(pytest.UsageError, match="not this checkout"):
         conftest._check_imports()
+
+
+@pytest.mark.parametrize("interpret", ["", "1"], ids=["no-backend", "interpreter"])
+def test_bench_without_a_gpu_is_one_clean_line(interpret: str) -> None:
+    """With no GPU and no TRITON_INTERPRET, backend.name() raises: bench must still answer in one line."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"CUDA_VISIBLE_DEVICES": ""}
+    if interpret:
+        env["TRITON_INTERPRET"] = interpret
+    run = subprocess.run(
+        [sys.executable, "-m", "kernels", "bench", "softmax"], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().startswith("error: bench needs a CUDA GPU"), run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr

@@ -101,7 +101,112 @@ def test_every_command_in_the_docs_is_accepted(page: str, command: str) -> None:
         pytest.fail(f"{page}: `{command}` is rejected by python -m kernels (exit {exc.code})")
 
 
+_ITEM = re.compile(r"^( *)(?:[-*+]|\d+\.) +\S")
+_FENCE_LINE = re.compile(r"^ *(```|~~~)")
+
+
+def lists_run_into_paragraphs(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of each list item that Python-Markdown (what mkdocs renders with) would fold into the
+    paragraph above it: an item right after a line of text, with no blank line between, unless that text belongs to an
+    item of the same list (a sibling, or a list nested 4 spaces deeper, as Python-Markdown nests). Fenced code and
+    headings end a block as a blank line does."""
+    found: list[tuple[int, str]] = []
+    fence = None
+    boundary = True  # the previous line ended a block: blank, a heading or a fence
+    block_item: int | None = None  # indentation of the item this block (paragraph) started with, or None for text
+    prev_is_item = False
+    for number, line in enumerate(text.splitlines(), 1):
+        opener = _FENCE_LINE.match(line)
+        if fence is not None:
+            if opener and opener.group(1) == fence:
+                fence, boundary = None, True
+            continue
+        if opener:
+            fence, boundary = opener.group(1), True
+            continue
+        if not line.strip() or line.startswith("#"):
+            boundary, block_item, prev_is_item = True, None, False
+            continue
+        item = _ITEM.match(line)
+        if item:
+            indent = len(item.group(1))
+            if boundary:
+                block_item = indent
+            elif block_item is None or (block_item < indent < block_item + 4 and not prev_is_item):
+                found.append((number, line))  # the list's first item: its siblings fold with it
+                block_item = indent
+        elif boundary:
+            block_item = None
+        boundary, prev_is_item = False, bool(item)
+    return found
+
+
+def test_the_list_check_sees_what_python_markdown_folds() -> None:
+    assert lists_run_into_paragraphs("Text:\n- a\n- b\n") == [(2, "- a")]
+    assert lists_run_into_paragraphs("Text:\n\n- a\n  more\n- b\n    - nested\n\n1. c\n") == []
+    assert lists_run_into_paragraphs("- a\n  text:\n  - b\n") == [(3, "  - b")]
+    assert lists_run_into_paragraphs("1. a\n\n   para\n2. b\n") == [(4, "2. b")]
+    assert lists_run_into_paragraphs("## Head\n- a\n```\nx\n- not a list\n```\n") == []
+
+
+@pytest.mark.parametrize("page", [*PAGES, *sorted((ROOT / "docs").rglob("*/*.md"))], ids=lambda p: p.name)
+def test_every_list_is_preceded_by_a_blank_line(page: Path) -> None:
+    """A list right after a line of text renders as a run-on paragraph ("... as follows: - a - b"). The support
+    matrix page is generated (kernels/support.py), so a miss there is the generator's."""
+    bad = lists_run_into_paragraphs(page.read_text())
+    where = "; ".join(f"line {n}: {line.strip()[:60]}" for n, line in bad)
+    assert not bad, f"{page.relative_to(ROOT)}: add a blank line before (or indent a nested list 4 spaces): {where}"
+
+
 def test_the_site_lists_every_page() -> None:
     config = (ROOT / "mkdocs.yml").read_text()
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f": {page.name}" in config, f"docs/{page.name} is not in mkdocs.yml's nav"
+
+
+def test_the_offline_check_finds_what_a_browser_would_fetch(tmp_path) -> None:
+    from tests import site_offline
+
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "mermaid-1.0.0.min.js").write_text("")
+    pages = {
+        "fonts.html": '<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">',
+        "diagram.html": '<pre class="mermaid">flowchart LR</pre><script src="assets/bundle.js"></script>',
+        "fine.html": '<a href="https://github.com/x/y">a link is fine</a><script src="js/mermaid-1.0.0.min.js">'
+        '</script><pre class="mermaid">flowchart LR</pre>',
+    }
+    for name, text in pages.items():
+        (tmp_path / name).write_text(text)
+    found = site_offline.problems(tmp_path)
+    assert any(p.startswith("fonts.html: <link> fetches https://fonts.googleapis.com") for p in found), found
+    assert any(p.startswith("diagram.html: has a mermaid diagram but loads no mermaid") for p in found), found
+    assert not [p for p in found if p.startswith("fine.html")], found
+
+
+def test_the_site_is_configured_to_work_offline() -> None:
+    """What the built site's check (`nox -s docs` runs tests/site_offline.py) needs of mkdocs.yml: no web fonts, and a
+    vendored, pinned mermaid that Material uses instead of its CDN's."""
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert re.search(r"^  font: false$", config, re.M), "Material fetches Google Fonts unless font: false"
+    scripts = re.findall(r"^  - (js/mermaid-[\d.]+\.min\.js)", config, re.M)
+    assert scripts and (ROOT / "docs" / scripts[0]).stat().st_size > 1_000_000, "vendor a mermaid build under docs/js"
+    assert "mermaid" in (ROOT / "docs" / "architecture.md").read_text()
+
+
+def test_the_built_site_fetches_nothing_from_another_host(tmp_path) -> None:
+    """Builds the site where mkdocs is installed (the docs session runs the same check on every build)."""
+    import shutil
+    import subprocess
+
+    from tests import site_offline
+
+    mkdocs = shutil.which("mkdocs")
+    if mkdocs is None:
+        pytest.skip("mkdocs is not installed here; `nox -s docs` runs this check after its build")
+    subprocess.run(
+        [mkdocs, "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        check=True,
+        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert site_offline.problems(tmp_path / "site") == []

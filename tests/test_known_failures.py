@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from kernels import cases, known_failures, registry
 
@@ -66,3 +67,73 @@ def test_an_unmet_interpreter_pin_is_reported_with_its_upstream_link(monkeypatch
             assert found[0].startswith(f"numpy<2.4 (numpy {installed} is installed)")
             assert "https://github.com/triton-lang/triton/issues/9171" in found[0]
     assert known_failures.unmet_interpreter_pins("3.9.0") == []
+
+
+def _entry_for_here(**changes) -> known_failures.KnownFailure:
+    import triton
+
+    from kernels import backend
+
+    fields = {
+        "variants": ("softmax.naive",),
+        "dtypes": (torch.float32,),
+        "backend": backend.name(),
+        "tests": ("test_matches_reference",),
+        "link": "https://github.com/triton-lang/triton/issues/99999",
+        "reason": "a made-up gap",
+        "triton_min": triton.__version__,
+    }
+    return known_failures.KnownFailure(**(fields | changes))
+
+
+def test_a_declared_breakage_is_refused_at_run_time_naming_the_issue(monkeypatch) -> None:
+    """The manifest holds for every caller, not only the tests: the public API, cases.support (what the benchmarks
+    and the bench command ask) and the suite's lifting all agree."""
+    import triton
+
+    import kernels
+    from kernels import backend
+
+    monkeypatch.setattr(known_failures, "KNOWN_FAILURES", (_entry_for_here(),))
+    x = torch.randn(3, 5, device=backend.device())
+    with pytest.raises(kernels.UnsupportedError, match=r"softmax.naive on float32 .*issues/99999") as caught:
+        kernels.softmax(x, variant="naive")
+    assert "a made-up gap" in str(caught.value)
+    case = cases.Case(registry.get("softmax", "naive"), torch.float32, (3, 5))
+    assert "issues/99999" in cases.support(case)
+    assert cases.support(case, machine=False) is None, "the grid is the same on every machine"
+    # Another dtype, another variant and an empty problem (no kernel is launched) are not refused.
+    kernels.softmax(x.half(), variant="naive")
+    kernels.softmax(x, variant="fused")
+    assert kernels.softmax(x[:0], variant="naive").shape == (0, 5)
+    # The suite lifts the refusal to meet the bug itself, so that its strict expected failure flips when fixed.
+    with known_failures.lifted():
+        torch.testing.assert_close(kernels.softmax(x, variant="naive"), torch.softmax(x, -1))
+    with pytest.raises(kernels.UnsupportedError):
+        kernels.softmax(x, variant="naive")
+    # An entry for the tests' own machinery, or one a later Triton fixed, refuses nothing.
+    for entry in (_entry_for_here(at_run_time=False), _entry_for_here(triton_below=triton.__version__)):
+        monkeypatch.setattr(known_failures, "KNOWN_FAILURES", (entry,))
+        kernels.softmax(x, variant="naive")
+
+
+def test_bf16_matmul_in_the_interpreter_is_refused_not_garbage() -> None:
+    """Issue 16: under the interpreter kernels.matmul on bf16 gave 4.97e10 where torch gives 3.64, with no error."""
+    import kernels
+    from kernels import backend
+
+    if backend.name() != "interpreter":
+        pytest.skip("the bf16 tl.dot gap is the interpreter's")
+    a = torch.randn(16, 32, dtype=torch.bfloat16)
+    b = torch.randn(32, 8, dtype=torch.bfloat16)
+    for variant in (None, "naive"):
+        with pytest.raises(
+            kernels.UnsupportedError, match=r"matmul\.\w+ on bfloat16 .*triton-lang/triton/issues/11584"
+        ):
+            kernels.matmul(a, b, variant=variant)
+    q = torch.randn(1, 2, 16, 16, dtype=torch.bfloat16)
+    with pytest.raises(kernels.UnsupportedError, match="issues/11584"):
+        kernels.attention(q, q, q)
+    # float32 and float16 still run, and bf16 where no tl.dot is involved.
+    torch.testing.assert_close(kernels.matmul(a.float(), b.float()), a.float() @ b.float(), atol=0.1, rtol=0.02)
+    kernels.softmax(a)

@@ -7,8 +7,10 @@ import json
 import textwrap
 
 import pytest
+import torch
 
 from kernels import backend, cases, registry, spec
+from kernels.errors import KernelInputError
 from tests.tree import copy_checkout
 
 registry.discover()
@@ -70,9 +72,21 @@ def test_case_ids_read_well() -> None:
     assert f"softmax-fused-v{fused}-f32-7x129" in ids
 
 
-def test_unknown_variant_lists_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="its variants are: naive"):
-        registry.get("matmul", "nope")
+@pytest.mark.parametrize("name", ["nope", "", "Naive", 3])
+def test_unknown_variant_lists_the_known_ones(name) -> None:
+    """CONTRIBUTING promises KernelInputError for bad input; the empty string is a bad name, not the default."""
+    with pytest.raises(KernelInputError, match="its variants are: naive"):
+        registry.get("matmul", name)
+
+
+def test_an_unknown_variant_through_the_public_api_is_a_kernel_input_error() -> None:
+    import kernels
+
+    x = torch.ones(2, 3, device=backend.device())
+    for name in ("nope", ""):
+        with pytest.raises(KernelInputError, match="has no variant"):
+            kernels.softmax(x, variant=name)
+    assert registry.get("softmax", None).name == spec.get("softmax").default_variant
 
 
 # -- discovery on a copy of the tree ---------------------------------------------------------------------------

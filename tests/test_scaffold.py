@@ -71,3 +71,27 @@ def test_bad_requests_are_refused_and_write_nothing(op, name, message) -> None:
         scaffold.new_variant(op, name)
     assert sorted(p.name for p in (ROOT / "variants").rglob("*.py")) == before
     assert (ROOT / "variants.lock").read_text() == lock
+
+
+@pytest.mark.parametrize("op", ["softmax", "cross_entropy"])
+def test_the_scaffold_holds_a_masked_triton_kernel_to_edit_in_place(op) -> None:
+    """The generated file has a @triton.jit skeleton with masks, switched off (USE_KERNEL = False) so the variant
+    delegates until edited; the skeleton itself runs, and its mask holds at a size that is no multiple of BLOCK."""
+    import torch
+
+    from kernels import backend, registry
+
+    registry.discover()
+    source = scaffold.render(op, "mine")
+    assert "@triton.jit" in source and "mask = offsets < n_elements" in source
+    assert "USE_KERNEL = False" in source and "if USE_KERNEL:" in source
+    # Everything above the registration: the kernel and its launch, without registering a variant here.
+    namespace: dict = {}
+    exec(compile(source[: source.index("@register(")], f"variants/{op}/mine.py", "exec"), namespace)
+    device = backend.device()
+    x = torch.randn(3, 517, device=device)
+    out = torch.full((3, 517), float("nan"), device=device)
+    assert namespace["_launch"](x, out, BLOCK=256) is out
+    assert torch.equal(out, x)
+    pair = (torch.full((1500,), float("nan"), device=device), torch.zeros(2, device=device))
+    assert namespace["_launch"](x, pair)[0].equal(x.flatten()[:1500]), "an op with several outputs: the first"
