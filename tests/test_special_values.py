@@ -10,6 +10,7 @@ describes each op's behaviour.
 from __future__ import annotations
 
 import math
+import zlib
 
 import pytest
 import torch
@@ -132,7 +133,7 @@ def test_special_values(case: cases.Case, kind: str) -> None:
         _check(case, kind)
         return
     try:
-        _check(case, kind)
+        _check(case, kind, inputs=_fixed_inputs(case))
     except AssertionError as exc:
         pytest.xfail(f"declared in the op's special_values: {declared} ({str(exc).splitlines()[0][:200]})")
     raise AssertionError(
@@ -141,9 +142,19 @@ def test_special_values(case: cases.Case, kind: str) -> None:
     )
 
 
-def _check(case: cases.Case, kind: str) -> None:
+def _fixed_inputs(case: cases.Case) -> spec.Inputs:
+    """The same inputs in every run, for a case held as a strict expected failure: whether an undiagnosed difference
+    shows can hang on the random values around the injected ones (lora_linear's inf - inf meets with some draws and
+    not others), and a strict expectation must not flip with the session seed. Cases that must match the reference
+    draw fresh inputs every run."""
+    device = backend.device()
+    generator = torch.Generator(device=device).manual_seed(zlib.crc32(case.id.encode()))
+    return case.spec.make_inputs(case.shape, case.dtype, device, generator, case.mode)
+
+
+def _check(case: cases.Case, kind: str, inputs: spec.Inputs | None = None) -> None:
     sv = case.spec.special_values
-    inputs = _inject(case.inputs(), sv, kind)
+    inputs = _inject(case.inputs() if inputs is None else inputs, sv, kind)
     given = dispatch.allocate_poisoned(case.op, inputs)
     with memory.poisoned():
         got = _tuple(dispatch.run(case.op, inputs, variant=case.variant.name, out=given))
