@@ -81,10 +81,10 @@ def autotune(configs, key, **kwargs):
     return remember
 
 
-def _dtypes(tuner) -> tuple[str, ...]:
-    """The dtypes of the tensors of the call in progress: whether a config fits depends on them (an fp32 tile takes
-    twice the shared memory of a bf16 one), as Triton's own tuning key does."""
-    return tuple(str(a.dtype) for a in (tuner.nargs or {}).values() if hasattr(a, "dtype"))
+def _dtypes(args) -> tuple[str, ...]:
+    """The dtypes of a call's tensor arguments: whether a config fits depends on them (an fp32 tile takes twice the
+    shared memory of a bf16 one), as Triton's own tuning key does."""
+    return tuple(str(a.dtype) for a in args if hasattr(a, "dtype"))
 
 
 def _size(config) -> tuple[int, int, int]:
@@ -113,7 +113,7 @@ def _pin_when_asked(tuner) -> None:
         kept = prune(kwargs)
         if not pinning():
             return kept
-        dtypes = _dtypes(tuner)
+        dtypes = _dtypes((tuner.nargs or {}).values())  # the autotuner sets nargs, the positional args, before pruning
         fitting = [c for c in kept if (str(c), dtypes) not in unfit]
         return [min(fitting, key=_size)] if fitting else kept[:1]
 
@@ -123,7 +123,7 @@ def _pin_when_asked(tuner) -> None:
                 return run(*args, **kwargs)
             except _unfit_errors():
                 chosen = tuner.best_config
-                dtypes = tuple(str(a.dtype) for a in args if hasattr(a, "dtype"))
+                dtypes = _dtypes(args)
                 if not pinning() or chosen is None or (str(chosen), dtypes) in unfit:
                     raise
                 unfit.add((str(chosen), dtypes))
